@@ -1,0 +1,425 @@
+"""The hand-off from ``emit()`` to the spool: bounded buffer, writer thread, batch cutting.
+
+Data path::
+
+    emit()  --append-->  buffer (deque, bounded)  --writer thread-->  encode (JSONL)
+            --cut by events/bytes/linger-->  seal queue  --zstd + spool.seal-->  disk
+
+``emit()`` only appends a tuple to a deque (a few hundred nanoseconds). The writer thread
+pops records in chunks, encodes them into the current batch, and cuts the batch when it
+holds ``batch_max_events`` events or ``batch_max_bytes`` bytes, or when its oldest event
+has waited ``linger`` in memory. Compression (which releases the GIL) and disk writes
+happen outside the batch lock.
+
+Backpressure: when the buffer holds ``buffer_max`` records, the emitting thread does a
+bounded slice of the writer's work itself (encodes one chunk of ``HANDOFF_CHUNK`` records,
+and writes a batch only when several cut batches are already waiting), so a burst slows
+the producer by at most a few milliseconds per call and nothing is dropped. Memory stays
+bounded by ``buffer_max`` records plus ``MAX_QUEUED_BATCHES`` cut batches plus
+``MAX_FAILED_BATCHES`` batches waiting for a failed disk to come back.
+
+Disk failures (full, read-only, permissions) are counted and logged once per cooldown;
+the failed batch is retried, and past ``MAX_FAILED_BATCHES`` the oldest is dropped
+(counted as lost, reason ``disk_error``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import zstandard
+
+from ._encode import Encoder, Record
+from ._log import RateLimitedLogger
+from .spool import Spool
+
+__all__ = ["Batcher", "FlushMarker"]
+
+HANDOFF_CHUNK = 64
+WRITER_CHUNK = 256
+MAX_QUEUED_BATCHES = 4
+MAX_FAILED_BATCHES = 4
+RETRY_FAILED_AFTER_S = 1.0
+ZSTD_LEVEL = 3
+
+
+class FlushMarker:
+    """Put in the buffer by ``flush()``: done once everything before it is on disk."""
+
+    __slots__ = ("done", "upto")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.upto = -1
+
+
+@dataclass(slots=True)
+class _Cut:
+    """A cut batch waiting to be compressed and written."""
+
+    number: int
+    lines: list[bytes]
+    first_ns: int
+    last_ns: int
+    attempts: int = 0
+    body: bytes | None = None
+    failed_at: float = 0.0
+    markers: list[FlushMarker] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class BatcherCounters:
+    """Counters owned by the batcher (guarded by its state lock)."""
+
+    spooled_events: int = 0
+    spooled_batches: int = 0
+    spooled_bytes: int = 0
+    evicted_events: int = 0
+    dropped_events: int = 0
+    write_errors: int = 0
+    handoffs: int = 0
+
+
+class Batcher:
+    """Owns the buffer and the writer thread of one client in one process."""
+
+    def __init__(
+        self,
+        *,
+        spool: Spool,
+        encoder_factory: Callable[[], Encoder],
+        batch_max_events: int,
+        batch_max_bytes: int,
+        linger_s: float,
+        buffer_max: int,
+        log: RateLimitedLogger,
+    ) -> None:
+        self._spool = spool
+        self._encoder_factory = encoder_factory
+        self._encoder: Encoder | None = None
+        self._max_events = batch_max_events
+        self._max_bytes = batch_max_bytes
+        self._linger_s = linger_s
+        self.buffer_max = buffer_max
+        self._log = log
+        self.buffer: deque[Record | FlushMarker] = deque()
+        self.counters = BatcherCounters()
+        self._init_sync()
+
+    def _init_sync(self) -> None:
+        """(Re)create everything that must not be shared with a forked parent."""
+        self.wake = threading.Event()
+        self._batch_lock = threading.Lock()  # current batch + encoder
+        self._state_lock = threading.Lock()  # cut numbers, markers, counters
+        self._lines: list[bytes] = []
+        self._nbytes = 0
+        self._first_ns = 0
+        self._last_ns = 0
+        self._first_mono = 0.0
+        self._pending_markers: list[FlushMarker] = []
+        self._cut_no = 0
+        self._unwritten: set[int] = set()
+        self._waiting_markers: list[FlushMarker] = []
+        self._sealq: deque[_Cut] = deque()
+        self._failed: deque[_Cut] = deque()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._opened = False
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        """Start the writer thread (it opens the spool itself: no disk I/O on the caller)."""
+        if self._thread is not None:
+            return
+        self._stopping = False
+        t = threading.Thread(target=self._run, name="telemetry-spool-writer", daemon=True)
+        self._thread = t
+        t.start()
+
+    def stop(self, timeout: float) -> bool:
+        """Drain everything to disk and stop the thread; False if it did not finish in time."""
+        t = self._thread
+        if t is None:
+            return True
+        self._stopping = True
+        self.wake.set()
+        t.join(timeout)
+        return not t.is_alive()
+
+    def after_fork_in_child(self) -> None:
+        """Forget the parent's in-flight work and locks; the child starts its own thread lazily."""
+        self.buffer = deque()
+        self._init_sync()
+        self._spool.forget_inherited_fds()
+
+    def before_fork(self) -> None:
+        self._batch_lock.acquire()
+        self._state_lock.acquire()
+
+    def after_fork_in_parent(self) -> None:
+        self._state_lock.release()
+        self._batch_lock.release()
+
+    # -- called on the emitting thread ------------------------------------------------
+
+    def handoff(self) -> None:
+        """Buffer full: do one bounded slice of the writer's work on the caller's thread."""
+        with self._state_lock:
+            self.counters.handoffs += 1
+        self._encode_chunk(HANDOFF_CHUNK)
+        if len(self._sealq) > MAX_QUEUED_BATCHES:
+            self._write_one()
+        self.wake.set()
+
+    def flush(self, timeout: float) -> bool:
+        """Everything appended so far is on disk (or given up as lost); False on timeout."""
+        marker = FlushMarker()
+        self.buffer.append(marker)
+        self.wake.set()
+        if self._thread is None or not self._thread.is_alive():
+            # No writer (not started, or stopping): do the work here.
+            deadline = time.monotonic() + timeout
+            while not marker.done.is_set() and time.monotonic() < deadline:
+                if not self._work_once(final=True):
+                    break
+        return marker.done.wait(timeout)
+
+    def pending_events(self) -> int:
+        """Records not yet on disk: buffered, in the current batch, or cut but unwritten."""
+        queued = sum(len(c.lines) for c in list(self._sealq)) + sum(
+            len(c.lines) for c in list(self._failed)
+        )
+        buffered = sum(1 for r in list(self.buffer) if not isinstance(r, FlushMarker))
+        return buffered + len(self._lines) + queued
+
+    # -- the writer thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                if not self._opened:
+                    self._open_spool()
+                timeout = self._next_timeout()
+                self.wake.wait(timeout)
+                self.wake.clear()
+                final = self._stopping
+                while self._work_once(final=final):
+                    pass
+                if final and not self.buffer and not self._sealq and not self._lines:
+                    self._give_up_failed()
+                    return
+            except Exception as exc:  # pragma: no cover - the loop must never die
+                self._log.error("writer-loop", "telemetry writer: unexpected error: %r", exc)
+                time.sleep(0.1)
+
+    def _open_spool(self) -> None:
+        try:
+            self._spool.open()
+            self._opened = True
+        except OSError as exc:
+            self._log.error(
+                "spool-open", "telemetry spool %s cannot be opened: %s", self._spool.root, exc
+            )
+
+    def _next_timeout(self) -> float:
+        if self._stopping:
+            return 0.0
+        if self._failed:
+            return RETRY_FAILED_AFTER_S
+        if self._lines:
+            return max(0.0, self._first_mono + self._linger_s - time.monotonic())
+        return 1.0
+
+    def _work_once(self, *, final: bool) -> bool:
+        """One step of draining; True while there may be more to do right now."""
+        progressed = False
+        if self.buffer:
+            self._encode_chunk(WRITER_CHUNK)
+            progressed = True
+        elif self._lines and (final or time.monotonic() - self._first_mono >= self._linger_s):
+            with self._batch_lock:
+                self._cut_locked()
+            progressed = True
+        if self._sealq:
+            self._write_one()
+            progressed = True
+        elif self._failed and (
+            final or time.monotonic() - self._failed[0].failed_at >= RETRY_FAILED_AFTER_S
+        ):
+            # One retry per step; a failing disk must not make the loop spin.
+            progressed = self._write_cut(self._failed.popleft()) or progressed
+        return progressed
+
+    def _give_up_failed(self) -> None:
+        """On stop: batches the disk kept refusing are lost with the process; count them."""
+        while self._failed:
+            cut = self._failed.popleft()
+            with self._state_lock:
+                self.counters.dropped_events += len(cut.lines)
+                self._unwritten.discard(cut.number)
+                self._release_markers_locked()
+            with contextlib.suppress(OSError):
+                self._spool.record_loss(
+                    "disk_error", len(cut.lines), len(cut.body or b""), cut.first_ns, cut.last_ns
+                )
+
+    def _encode_chunk(self, limit: int) -> None:
+        with self._batch_lock:
+            if self._encoder is None:
+                self._encoder = self._encoder_factory()
+            encode = self._encoder.encode
+            buf = self.buffer
+            lines = self._lines
+            for _ in range(limit):
+                try:
+                    rec = buf.popleft()
+                except IndexError:
+                    break
+                if type(rec) is FlushMarker:
+                    self._cut_locked()
+                    self._attach_marker(rec)
+                    continue
+                line = encode(rec)  # type: ignore[arg-type]
+                if not lines:
+                    self._first_mono = time.monotonic()
+                    self._first_ns = rec[2]  # type: ignore[index]
+                self._last_ns = rec[2]  # type: ignore[index]
+                lines.append(line)
+                self._nbytes += len(line) + 1
+                if len(lines) >= self._max_events or self._nbytes >= self._max_bytes:
+                    self._cut_locked()
+                    lines = self._lines
+
+    def _cut_locked(self) -> None:
+        """Move the current batch to the seal queue. Caller holds the batch lock."""
+        if not self._lines:
+            return
+        with self._state_lock:
+            self._cut_no += 1
+            cut = _Cut(self._cut_no, self._lines, self._first_ns, self._last_ns)
+            self._unwritten.add(cut.number)
+        self._lines = []
+        self._nbytes = 0
+        self._sealq.append(cut)
+
+    def _attach_marker(self, marker: FlushMarker) -> None:
+        with self._state_lock:
+            marker.upto = self._cut_no
+            self._waiting_markers.append(marker)
+            self._release_markers_locked()
+
+    def _release_markers_locked(self) -> None:
+        low = min(self._unwritten, default=self._cut_no + 1)
+        still = []
+        for m in self._waiting_markers:
+            if m.upto < low:
+                m.done.set()
+            else:
+                still.append(m)
+        self._waiting_markers = still
+
+    def _write_one(self) -> None:
+        try:
+            cut = self._sealq.popleft()
+        except IndexError:
+            return
+        self._write_cut(cut)
+
+    def _write_cut(self, cut: _Cut) -> bool:
+        n = len(cut.lines)
+        if not self._opened:
+            self._open_spool()
+        try:
+            if cut.body is None:
+                cctx = zstandard.ZstdCompressor(
+                    level=ZSTD_LEVEL, write_checksum=True, write_content_size=True
+                )
+                cut.lines.append(b"")
+                cut.body = cctx.compress(b"\n".join(cut.lines))
+                cut.lines.pop()
+            result = self._spool.seal(cut.body, n)
+        except OSError as exc:
+            self._on_write_error(cut, exc)
+            return False
+        with self._state_lock:
+            c = self.counters
+            if result.name is not None:
+                c.spooled_events += n
+                c.spooled_batches += 1
+                c.spooled_bytes += result.name.n_bytes
+            else:
+                c.dropped_events += n
+            c.evicted_events += result.evicted_events
+            self._unwritten.discard(cut.number)
+            self._release_markers_locked()
+        if result.evicted_events:
+            self._log.warning(
+                "spool-full",
+                "telemetry spool full (%d bytes cap): evicted the oldest %d events",
+                self._spool.max_bytes,
+                result.evicted_events,
+            )
+        return True
+
+    def _on_write_error(self, cut: _Cut, exc: OSError) -> None:
+        cut.attempts += 1
+        cut.failed_at = time.monotonic()
+        dropped: _Cut | None = None
+        with self._state_lock:
+            self.counters.write_errors += 1
+            self._failed.append(cut)
+            if len(self._failed) > MAX_FAILED_BATCHES:
+                dropped = self._failed.popleft()
+                self.counters.dropped_events += len(dropped.lines)
+                self._unwritten.discard(dropped.number)
+                self._release_markers_locked()
+        self._log.error(
+            "spool-write",
+            "telemetry spool %s: cannot write a batch (%s); keeping it in memory and retrying",
+            self._spool.root,
+            exc.strerror or exc,
+        )
+        if dropped is not None:
+            self._log.error(
+                "spool-drop",
+                "telemetry spool %s: still failing, dropped %d events",
+                self._spool.root,
+                len(dropped.lines),
+            )
+            with contextlib.suppress(OSError):
+                self._spool.record_loss(
+                    "disk_error",
+                    len(dropped.lines),
+                    len(dropped.body or b""),
+                    dropped.first_ns,
+                    dropped.last_ns,
+                )
+
+    def describe(self) -> dict[str, Any]:
+        """Counters for ``stats()``."""
+        with self._state_lock:
+            c = self.counters
+            out: dict[str, Any] = {
+                "spooled": c.spooled_events,
+                "spooled_batches": c.spooled_batches,
+                "spooled_bytes": c.spooled_bytes,
+                "evicted": c.evicted_events,
+                "dropped": c.dropped_events + c.evicted_events,
+                "write_errors": c.write_errors,
+                "backpressure_handoffs": c.handoffs,
+            }
+        enc = self._encoder
+        out["coerced"] = dict(enc.coerced) if enc else {}
+        out["redacted"] = enc.redacted if enc else 0
+        return out

@@ -1,0 +1,57 @@
+"""Time-ordered identifiers (UUIDv7, RFC 9562) for events and batches.
+
+Event ids are made on the spool writer thread from the emit timestamp, so they sort by
+emit time (to 1/4096 ms: the 12-bit ``rand_a`` field carries the sub-millisecond
+fraction, RFC 9562 method 3) and carry 62 random bits for uniqueness across processes.
+The private RNG is reseeded in a forked child so parent and child never repeat ids.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+__all__ = ["batch_id", "event_id", "uuid7_time_ns"]
+
+_rng = random.Random()  # noqa: S311 - uniqueness, not secrecy
+_VARIANT = 0b10 << 62
+
+
+def _reseed() -> None:
+    _rng.seed(os.urandom(16))
+
+
+os.register_at_fork(after_in_child=_reseed)
+
+
+def _uuid7_int(ts_ns: int, rand62: int) -> int:
+    ms, rem_ns = divmod(ts_ns, 1_000_000)
+    sub_ms = (rem_ns * 4096) // 1_000_000  # 12-bit fraction of the millisecond
+    return (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | sub_ms << 64 | _VARIANT | rand62
+
+
+def _fmt(value: int) -> str:
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def event_id(ts_ns: int) -> str:
+    """A UUIDv7 string for an event emitted at ``ts_ns`` (nanoseconds since the epoch)."""
+    return _fmt(_uuid7_int(ts_ns, _rng.getrandbits(62)))
+
+
+def batch_id(ts_ns: int | None = None) -> str:
+    """A UUIDv7 as 32 hex digits (no dashes): sorts by creation time, safe in file names.
+
+    Uses ``os.urandom`` so ids stay unique even across a fork that skipped our reseed.
+    """
+    ts = time.time_ns() if ts_ns is None else ts_ns
+    rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    return f"{_uuid7_int(ts, rand):032x}"
+
+
+def uuid7_time_ns(value: str) -> int:
+    """The creation time (ns, millisecond precision) encoded in a UUIDv7 (dashed or not)."""
+    h = value.replace("-", "")
+    return int(h[:12], 16) * 1_000_000

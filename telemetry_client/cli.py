@@ -1,0 +1,201 @@
+"""``telemetry-client``: inspect and manage the local spool (CONTRACT §7).
+
+Commands read the same ``TELEMETRY_*`` configuration as the app. Read-only commands
+(``status``, ``tail``) never create the spool directory. Every command exits 2 with a
+one-line message naming the variable when the configuration is invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import orjson
+
+from ._units import format_size
+from .errors import ConfigError
+from .settings import TelemetrySettings
+from .spool import Spool
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_PENDING, EXIT_CONFIG = 0, 1, 2
+
+
+def _spool(settings: TelemetrySettings) -> Spool:
+    return Spool(
+        settings.resolved_spool_dir,
+        max_bytes=settings.spool_max_bytes,
+        retention_days=settings.retention_days,
+        fsync=settings.fsync == "batch",
+    )
+
+
+def status_dict(settings: TelemetrySettings) -> dict[str, Any]:
+    """Everything ``status`` shows, as one JSON-able object."""
+    spool = _spool(settings)
+    pending = spool.pending()
+    dropped = spool.dropped()
+    dead = spool.dead_letters()
+    return {
+        "enabled": settings.active,
+        "endpoint": settings.endpoint,
+        "spool_dir": str(settings.resolved_spool_dir),
+        "spool_exists": settings.resolved_spool_dir.is_dir(),
+        "spool_bytes": spool.usage(),
+        "spool_max_bytes": settings.spool_max_bytes,
+        "pending_batches": pending.batches,
+        "pending_events": pending.events,
+        "pending_bytes": pending.bytes,
+        "oldest_pending_age_s": pending.oldest_age_s,
+        "dropped_events": dropped.events,
+        "dropped_bytes": dropped.bytes,
+        "dropped_by_reason": dropped.by_reason,
+        "dead_letter_batches": len(dead),
+        "dead_letter_events": sum(n.n_events for n in dead),
+        "quarantined_batches": len(spool.quarantined()),
+        "disabled_until": None,
+        "last_upload": None,
+    }
+
+
+def _cmd_status(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
+    info = status_dict(settings)
+    if args.json:
+        out.write(orjson.dumps(info).decode() + "\n")
+        return EXIT_OK
+    age = info["oldest_pending_age_s"]
+    lines = [
+        f"enabled:          {'yes' if info['enabled'] else 'no (TELEMETRY_ENABLED/DO_NOT_TRACK)'}",
+        f"endpoint:         {info['endpoint'] or '(none: spool-only mode)'}",
+        f"spool:            {info['spool_dir']}"
+        + ("" if info["spool_exists"] else " (not created yet)"),
+        f"spool size:       {format_size(info['spool_bytes'])} of {format_size(info['spool_max_bytes'])}",
+        f"pending:          {info['pending_events']} events in {info['pending_batches']} batches "
+        f"({format_size(info['pending_bytes'])})"
+        + (f", oldest {age:.0f}s old" if age is not None else ""),
+        f"dropped:          {info['dropped_events']} events"
+        + (
+            " (" + ", ".join(f"{k}: {v['events']}" for k, v in info["dropped_by_reason"].items()) + ")"
+            if info["dropped_by_reason"]
+            else ""
+        ),
+        f"dead letters:     {info['dead_letter_batches']} batches ({info['dead_letter_events']} events)",
+        f"quarantined:      {info['quarantined_batches']} batches",
+    ]
+    out.write("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _cmd_tail(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
+    spool = _spool(settings)
+    picked: list[dict[str, Any]] = []
+    for _name, raw in spool.iter_batches_newest_first():
+        for line in reversed(raw.splitlines()):
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if args.type and event.get("type") != args.type:
+                continue
+            picked.append(event)
+            if len(picked) >= args.n:
+                break
+        if len(picked) >= args.n:
+            break
+    picked.sort(key=lambda e: (str(e.get("ts")), e.get("seq", 0)))
+    for event in picked:
+        if args.json:
+            out.write(orjson.dumps(event).decode() + "\n")
+        else:
+            out.write(_human_line(event) + "\n")
+    return EXIT_OK
+
+
+def _human_line(event: dict[str, Any]) -> str:
+    data = orjson.dumps(event.get("data", {})).decode()
+    if len(data) > 160:
+        data = data[:157] + "..."
+    sid = str(event.get("session_id", ""))[:12]
+    return f"{event.get('ts', '?')}  {event.get('type', '?'):<18} {sid:<12}  {data}"
+
+
+def _cmd_purge(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
+    what = (
+        "ALL spooled data"
+        if args.all
+        else "dead-lettered batches"
+        if args.dead_letter
+        else f"data older than {args.older_than} days"
+    )
+    if not args.yes:
+        if not sys.stdin.isatty():
+            out.write(f"refusing to delete {what} without --yes\n")
+            return EXIT_PENDING
+        answer = input(f"Delete {what} from {settings.resolved_spool_dir}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            out.write("nothing deleted\n")
+            return EXIT_OK
+    if not settings.resolved_spool_dir.is_dir():
+        out.write("nothing to delete (spool does not exist)\n")
+        return EXIT_OK
+    spool = _spool(settings)
+    removed = spool.purge(
+        older_than_days=args.older_than, dead_letter=args.dead_letter, everything=args.all
+    )
+    out.write(f"deleted {removed} events ({what})\n")
+    return EXIT_OK
+
+
+def _cmd_demo(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
+    from ._demo import run_demo
+
+    return run_demo(out, spool_dir=args.spool_dir, keep=args.keep)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="telemetry-client",
+        description="Inspect and manage the local telemetry spool (configured by TELEMETRY_* variables).",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("status", help="enabled?, endpoint, spool usage, pending, dropped, dead letters")
+    s.add_argument("--json", action="store_true", help="one JSON object")
+    t = sub.add_parser("tail", help="the newest spooled events, decompressed")
+    t.add_argument("-n", type=_positive_int, default=10, help="how many events (default 10)")
+    t.add_argument("--type", help="only events of this type")
+    t.add_argument("--json", action="store_true", help="one event envelope per line")
+    u = sub.add_parser("purge", help="delete spooled data")
+    g = u.add_mutually_exclusive_group(required=True)
+    g.add_argument("--older-than", type=float, metavar="DAYS", help="data older than DAYS days")
+    g.add_argument("--dead-letter", action="store_true", help="dead-lettered batches")
+    g.add_argument("--all", action="store_true", help="everything")
+    u.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    d = sub.add_parser("demo", help="run a simulated agent session and show what was recorded")
+    d.add_argument("--spool-dir", help="spool directory (default: a fresh temporary one)")
+    d.add_argument("--keep", action="store_true", help="keep the temporary spool afterwards")
+    return p
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+_COMMANDS = {"status": _cmd_status, "tail": _cmd_tail, "purge": _cmd_purge, "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the ``telemetry-client`` console script; returns the exit code."""
+    stream = out or sys.stdout
+    args = _parser().parse_args(argv)
+    try:
+        settings = TelemetrySettings()
+    except ConfigError as exc:
+        sys.stderr.write(f"telemetry-client: configuration error: {exc}\n")
+        return EXIT_CONFIG
+    return _COMMANDS[args.command](settings, args, stream)

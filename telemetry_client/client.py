@@ -1,0 +1,351 @@
+"""``TelemetryClient``: lifecycle and the public ``emit``/``flush``/``stats`` API (CONTRACT §2).
+
+The client wires the stages: ``emit()`` appends to the batcher's bounded buffer; the
+batcher's writer thread encodes, compresses and seals batches into the spool. Every
+blocking step (disk, compression, fsync, waiting for the writer) runs on that thread or
+on a worker thread via ``anyio.to_thread``, never on the caller's event loop.
+
+Lifecycle: *unopened* -> *open* -> *closed*. ``emit()`` on an unopened client starts the
+writer lazily, so plain scripts need no ceremony; ``async with`` / ``with`` / ``close()``
+make shutdown explicit. A closed client cannot be reopened (``ClientClosedError``);
+events emitted after close are counted (``dropped_after_close``) and logged, never raised.
+
+Disabled (``TELEMETRY_ENABLED=0`` or ``DO_NOT_TRACK=1``): a true no-op. No directory,
+thread, task or socket is ever created and ``emit()`` returns after one attribute check.
+
+Fork safety: ``os.register_at_fork`` hooks quiesce the writer before a fork; the child
+drops the parent's in-memory events (the parent still writes them), closes inherited spool
+file descriptors without writing through them, and starts its own writer on first use.
+"""
+
+from __future__ import annotations
+
+import atexit
+import copy
+import enum
+import itertools
+import os
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import anyio.to_thread
+
+from . import _env_info
+from ._batcher import Batcher
+from ._encode import Encoder
+from ._log import RateLimitedLogger
+from ._redact import Redactor
+from .context import _session_id, _user_id
+from .errors import ClientClosedError
+from .events import Event
+from .settings import TelemetrySettings
+from .spool import Spool
+
+__all__ = ["FlushResult", "TelemetryClient"]
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """Outcome of :meth:`TelemetryClient.flush`: truthy when nothing is left pending."""
+
+    ok: bool
+    pending_events: int
+    elapsed_s: float
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class TelemetryClient:
+    """Non-blocking telemetry: ``emit()`` from anywhere; batches land in a crash-safe spool."""
+
+    def __init__(
+        self,
+        settings: TelemetrySettings | None = None,
+        *,
+        redact_callback: Callable[[str, str], str | None] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else TelemetrySettings()
+        self._disabled = not self.settings.active
+        self._state = _State.UNOPENED
+        self._seq = itertools.count(1)
+        self._closed_drops = 0
+        if self._disabled:
+            return
+        s = self.settings
+        self._log = RateLimitedLogger(s.log_cooldown_s)
+        self._session_default = s.session_id or uuid.uuid4().hex
+        self._redact_callback = redact_callback
+        self.spool = Spool(
+            s.resolved_spool_dir,
+            max_bytes=s.spool_max_bytes,
+            retention_days=s.retention_days,
+            fsync=s.fsync == "batch",
+        )
+        self._batcher = Batcher(
+            spool=self.spool,
+            encoder_factory=self._make_encoder,
+            batch_max_events=s.batch_max_events,
+            batch_max_bytes=s.batch_max_bytes,
+            linger_s=s.linger_ms / 1000.0,
+            buffer_max=s.buffer_max_events,
+            log=self._log,
+        )
+        self._buffer_max = s.buffer_max_events
+        self._start_lock = threading.Lock()
+        _live_clients.add(self)
+
+    def _make_encoder(self) -> Encoder:
+        """Built on the writer thread: machine id and git SHA lookups touch the disk."""
+        s = self.settings
+        redactor = Redactor(
+            enabled=s.redact,
+            extra_patterns=s.redact_patterns,
+            extra_keys=s.redact_keys,
+            callback=self._redact_callback,
+        )
+        return Encoder(
+            redactor=redactor,
+            app=s.app,
+            app_version=s.app_version or _env_info.detect_app_version(),
+            machine_id=s.machine_id or _env_info.machine_id(),
+            user_id=s.user_id,
+            session_id=self._session_default,
+        )
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def enabled(self) -> bool:
+        """False when telemetry is disabled by configuration (the client is a no-op)."""
+        return not self._disabled
+
+    @property
+    def closed(self) -> bool:
+        return self._state is _State.CLOSED
+
+    @property
+    def session_id(self) -> str | None:
+        """Session id stamped on events emitted outside any ``session_context``."""
+        return None if self._disabled else self._session_default
+
+    # -- emit ---------------------------------------------------------------------------
+
+    def emit(
+        self,
+        event: Event | str,
+        data: Mapping[str, Any] | None = None,
+        *,
+        session_id: str | None = None,
+        user_id: str | None = None,
+    ) -> None:
+        """Queue an event; returns in microseconds, never blocks on I/O, never raises for content.
+
+        ``event`` is a typed event from :mod:`telemetry_client.events`, or a type name with
+        a JSON-able ``data`` mapping. The payload is serialised later on the writer thread:
+        do not mutate it after emitting.
+        """
+        if self._disabled:
+            return
+        if self._state is not _State.OPEN:
+            if self._state is _State.CLOSED:
+                self._drop_after_close()
+                return
+            self._ensure_started()
+        batcher = self._batcher
+        buf = batcher.buffer
+        buf.append(
+            (
+                event,
+                data,
+                time.time_ns(),
+                next(self._seq),
+                session_id or _session_id.get(),
+                user_id or _user_id.get(),
+            )
+        )
+        n = len(buf)
+        if n == 1:
+            batcher.wake.set()
+        elif n >= self._buffer_max:
+            batcher.handoff()
+
+    def _drop_after_close(self) -> None:
+        self._closed_drops += 1
+        self._log.warning(
+            "emit-after-close", "telemetry: emit() after the client was closed; event dropped"
+        )
+
+    def _ensure_started(self) -> None:
+        with self._start_lock:
+            if self._state is _State.UNOPENED:
+                self._batcher.start()
+                self._state = _State.OPEN
+
+    # -- lifecycle (sync) -----------------------------------------------------------------
+
+    def start(self) -> TelemetryClient:
+        """Start the background writer (non-blocking). Raises ``ClientClosedError`` if closed."""
+        if self._state is _State.CLOSED:
+            raise ClientClosedError("this TelemetryClient is closed; create a new one")
+        if not self._disabled:
+            self._ensure_started()
+        return self
+
+    def flush_sync(self, timeout: float | None = None) -> FlushResult:
+        """Blocking flush for non-async code: wait until everything emitted so far is on disk."""
+        if self._state is _State.CLOSED:
+            raise ClientClosedError("this TelemetryClient is closed; create a new one")
+        return self._flush(timeout)
+
+    def _flush(self, timeout: float | None) -> FlushResult:
+        start = time.monotonic()
+        if self._disabled:
+            return FlushResult(True, 0, 0.0)
+        limit = self.settings.shutdown_timeout if timeout is None else timeout
+        ok = self._batcher.flush(max(0.0, limit))
+        pending = 0 if ok else self._batcher.pending_events()
+        return FlushResult(ok and pending == 0, pending, time.monotonic() - start)
+
+    def close(self, timeout: float | None = None) -> FlushResult:
+        """Flush (bounded by ``timeout``, default ``TELEMETRY_SHUTDOWN_TIMEOUT``) and stop.
+
+        Idempotent. Whatever could not be written in time is reported in the result.
+        """
+        if self._state is _State.CLOSED:
+            return FlushResult(True, 0, 0.0)
+        start = time.monotonic()
+        limit = self.settings.shutdown_timeout if timeout is None else timeout
+        if self._disabled:
+            self._state = _State.CLOSED
+            return FlushResult(True, 0, 0.0)
+        was_open = self._state is _State.OPEN
+        self._state = _State.CLOSED
+        if not was_open and not self._batcher.buffer:
+            return FlushResult(True, 0, 0.0)
+        self._batcher.flush(limit)
+        remaining = max(0.0, limit - (time.monotonic() - start))
+        self._batcher.stop(remaining)
+        pending = self._batcher.pending_events()
+        _live_clients.discard(self)
+        return FlushResult(pending == 0, pending, time.monotonic() - start)
+
+    def __enter__(self) -> TelemetryClient:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- lifecycle (async) ----------------------------------------------------------------
+
+    async def flush(self, timeout: float | None = None) -> FlushResult:
+        """Wait (on a worker thread) until everything emitted so far is sealed on disk."""
+        if self._state is _State.CLOSED:
+            raise ClientClosedError("this TelemetryClient is closed; create a new one")
+        if self._disabled:
+            return FlushResult(True, 0, 0.0)
+        return await anyio.to_thread.run_sync(self._flush, timeout, abandon_on_cancel=True)
+
+    async def aclose(self, timeout: float | None = None) -> FlushResult:
+        """Async :meth:`close`: bounded flush, then stop. Idempotent."""
+        if self._state is _State.CLOSED or self._disabled:
+            return self.close(timeout)
+        return await anyio.to_thread.run_sync(self.close, timeout, abandon_on_cancel=True)
+
+    async def __aenter__(self) -> TelemetryClient:
+        return self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- introspection ----------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """This client's own counters (this process only)."""
+        emitted = next(copy.copy(self._seq)) - 1
+        base: dict[str, Any] = {
+            "emitted": emitted,
+            "spooled": 0,
+            "uploaded": 0,
+            "dropped": 0,
+            "rejected": 0,
+            "retries": 0,
+            "pending": 0,
+            "dropped_after_close": self._closed_drops,
+        }
+        if self._disabled:
+            return base
+        base.update(self._batcher.describe())
+        base["dropped"] += self._closed_drops
+        base["pending"] = self._batcher.pending_events()
+        return base
+
+    # -- fork hooks ---------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        self._start_lock.acquire()
+        self._batcher.before_fork()
+
+    def _after_fork_parent(self) -> None:
+        self._batcher.after_fork_in_parent()
+        self._start_lock.release()
+
+    def _after_fork_child(self) -> None:
+        self._start_lock = threading.Lock()
+        self._batcher.after_fork_in_child()
+        self._seq = itertools.count(1)
+        if self._state is _State.OPEN:
+            self._state = _State.UNOPENED  # restart lazily in the child
+
+
+_live_clients: weakref.WeakSet[TelemetryClient] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for c in list(_live_clients):
+        c._before_fork()
+
+
+def _after_fork_parent() -> None:
+    for c in list(_live_clients):
+        c._after_fork_parent()
+
+
+def _after_fork_child() -> None:
+    for c in list(_live_clients):
+        c._after_fork_child()
+
+
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
+)
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    """Interpreter exit: put what is still in memory on disk (bounded), as ``close()`` would."""
+    for c in list(_live_clients):
+        if c._state is _State.OPEN:
+            c.close(timeout=min(2.0, c.settings.shutdown_timeout))

@@ -1,0 +1,5 @@
+"""On-disk spool of sealed, compressed event batches (layout and invariants: ``store``)."""
+
+from .store import BatchName, Claim, DropCounts, PendingStats, SealResult, Spool
+
+__all__ = ["BatchName", "Claim", "DropCounts", "PendingStats", "SealResult", "Spool"]

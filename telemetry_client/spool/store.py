@@ -1,0 +1,712 @@
+"""The spool: crash-safe, size-capped, multi-process store of sealed event batches.
+
+On-disk layout (every directory 0700, every file 0600, whatever the umask)::
+
+    <spool_dir>/
+      .lock                                  global flock: seal/evict/purge decisions
+      tmp/<batch>.<events>.tmp               a batch being written (flock'ed by its writer)
+      batches/<YYYY-MM-DD>/<batch>.<events>.<bytes>.jsonl.zst
+                                             sealed batches, visible to readers
+      quarantine/<batch>.<events>.<bytes>.jsonl.zst   unreadable batches, kept for humans
+      dead/<batch>.<events>.<bytes>.jsonl.zst         dead letters (rejected by the collector)
+      state/dropped.json                     persistent loss counters (events/bytes by reason)
+
+``<batch>`` is a UUIDv7 in 32 hex digits: names sort by creation time, and the UTC day
+directory is the day of that time, so retention removes whole old days cheaply. A batch
+file is exactly one zstd frame (with content checksum) of newline-terminated JSON
+events: the wire body of the upload, sent as-is. Event count and file size live in the
+name, so status, eviction and the cap need a directory listing, never a decompression.
+
+Invariants (verified by :meth:`Spool.check`):
+
+1. *Visibility*: a file under ``batches/`` is complete. It is written under ``tmp/``,
+   fsync'ed (``fsync="batch"``), renamed into place, and the directory fsync'ed. A crash
+   at any instant leaves either no batch or a whole one; never a partial one.
+2. *Cap*: the sum of the sizes of the files under the spool never exceeds ``max_bytes``
+   plus the batches being written at that moment (one per writing process). Before a
+   rename makes a batch visible, the writer holds ``.lock``, lists the spool, and evicts
+   the oldest data until the new batch fits. Evictions are counted, persistently, in
+   ``state/dropped.json`` (what ``status`` shows and the uploader reports).
+3. *Claims*: a reader claims a batch by taking a non-blocking ``flock`` on it, then checks
+   the name still points at the same inode. Ack = unlink while holding the lock. So one
+   batch is handed to exactly one reader at a time across threads and processes, and the
+   kernel releases the claim of a reader that dies (SIGKILL included).
+4. *Leftovers*: a ``tmp/`` file is flock'ed by its writer while it lives. On open (and
+   periodically) unlocked leftovers of dead writers are recovered when they are a whole,
+   checksum-valid frame with the announced event count, else removed and counted as lost.
+5. *Quarantine*: a batch that cannot be read (bad size, bad frame, bad checksum, wrong
+   line count) is moved to ``quarantine/``; it still counts toward the cap and is evicted
+   like any other old data, never deleted silently.
+
+Failures (disk full, read-only directory, permissions) raise ``OSError`` to the caller,
+which counts and logs them; the spool itself never leaves a half-done state behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import zstandard
+
+from .. import _ids
+from . import _fs
+
+__all__ = ["BatchName", "Claim", "DropCounts", "PendingStats", "SealResult", "Spool"]
+
+_BATCH_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.(\d+)\.jsonl\.zst$")
+_TMP_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.tmp$")
+_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_MAX_DECOMPRESSED = 1 << 30  # refuse to inflate a (corrupt) frame beyond 1 GiB
+
+_ENVELOPE_KEYS = ("id", "type", "ts", "session_id", "user_id", "machine_id", "app", "seq", "data")
+
+
+@dataclass(frozen=True, slots=True)
+class BatchName:
+    """What a batch file name says about it."""
+
+    batch_id: str
+    n_events: int
+    n_bytes: int
+
+    @classmethod
+    def parse(cls, name: str) -> BatchName | None:
+        m = _BATCH_RE.match(name)
+        if m is None:
+            return None
+        return cls(m.group(1), int(m.group(2)), int(m.group(3)))
+
+    @property
+    def filename(self) -> str:
+        return f"{self.batch_id}.{self.n_events}.{self.n_bytes}.jsonl.zst"
+
+    @property
+    def created_ns(self) -> int:
+        return _ids.uuid7_time_ns(self.batch_id)
+
+    @property
+    def day(self) -> str:
+        return _day_of(self.created_ns)
+
+
+def _day_of(ts_ns: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d")
+
+
+@dataclass(slots=True)
+class DropCounts:
+    """Events and bytes lost, by reason; ``unreported`` is what the collector hasn't heard of."""
+
+    events: int = 0
+    bytes: int = 0
+    by_reason: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+    unreported: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def add(self, reason: str, events: int, nbytes: int, first_ns: int, last_ns: int) -> None:
+        self.events += events
+        self.bytes += nbytes
+        r = self.by_reason.setdefault(reason, {"events": 0, "bytes": 0})
+        r["events"] += events
+        r["bytes"] += nbytes
+        u = self.unreported.setdefault(
+            reason, {"events": 0, "bytes": 0, "first_ns": first_ns, "last_ns": last_ns}
+        )
+        u["events"] += events
+        u["bytes"] += nbytes
+        u["first_ns"] = min(u["first_ns"], first_ns)
+        u["last_ns"] = max(u["last_ns"], last_ns)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> DropCounts:
+        obj = orjson.loads(raw)
+        return cls(
+            events=int(obj["events"]),
+            bytes=int(obj["bytes"]),
+            by_reason=dict(obj.get("by_reason", {})),
+            unreported=dict(obj.get("unreported", {})),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SealResult:
+    """What sealing one batch did: its name (``None`` if it alone exceeded the cap) and evictions."""
+
+    name: BatchName | None
+    evicted_events: int = 0
+    evicted_bytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PendingStats:
+    """Sealed batches waiting for upload."""
+
+    batches: int
+    events: int
+    bytes: int
+    oldest_age_s: float | None
+
+
+@dataclass(slots=True)
+class Claim:
+    """A batch handed to exactly one reader until :meth:`Spool.ack` or :meth:`Spool.release`."""
+
+    name: BatchName
+    path: Path
+    body: bytes  # the compressed batch: the wire body
+    raw: bytes  # decompressed JSONL
+    _fd: int
+
+    @property
+    def batch_id(self) -> str:
+        return self.name.batch_id
+
+    @property
+    def n_events(self) -> int:
+        return self.name.n_events
+
+    def lines(self) -> list[bytes]:
+        return self.raw.splitlines()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.raw.splitlines()]
+
+
+class Spool:
+    """One spool directory, shared safely by every thread and process that opens it."""
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_bytes: int,
+        retention_days: float = 7.0,
+        fsync: bool = True,
+    ) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.retention_s = retention_days * 86400.0
+        self.fsync = fsync
+        self._batches = self.root / "batches"
+        self._tmp = self.root / "tmp"
+        self._quarantine = self.root / "quarantine"
+        self._dead = self.root / "dead"
+        self._state = self.root / "state"
+        self._lock_path = self.root / ".lock"
+        self._dropped_path = self._state / "dropped.json"
+        self._open_fds: set[int] = set()  # closed in a forked child (never written through)
+        self._dctx = zstandard.ZstdDecompressor()
+
+    # -- lifecycle ------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the layout (0700) and recover what dead processes left behind."""
+        for d in (self.root, self._batches, self._tmp, self._quarantine, self._dead, self._state):
+            _fs.ensure_dir(d)
+        self.recover()
+        self.purge_expired()
+
+    def forget_inherited_fds(self) -> None:
+        """In a forked child: close (never use) the parent's open spool files."""
+        for fd in list(self._open_fds):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._open_fds.clear()
+
+    # -- writing --------------------------------------------------------------------
+
+    def seal(self, body: bytes, n_events: int, *, batch_id: str | None = None) -> SealResult:
+        """Make a compressed batch visible to readers, evicting old data to fit the cap.
+
+        A batch that alone exceeds the cap is not written and is counted as dropped.
+        Raises ``OSError`` on disk failure, leaving nothing behind.
+        """
+        bid = batch_id or _ids.batch_id()
+        name = BatchName(bid, n_events, len(body))
+        if len(body) > self.max_bytes:
+            with self._global_lock():
+                self._record_drops([("cap", name)])
+            return SealResult(None, n_events, len(body))
+        tmp = self._tmp / f"{bid}.{n_events}.tmp"
+        fd = _fs.open_new(tmp)
+        self._open_fds.add(fd)
+        try:
+            _fs.try_lock(fd)  # marks the tmp file as alive for recover()
+            _fs.write_all(fd, body)
+            if self.fsync:
+                os.fsync(fd)
+            evicted = self._publish(tmp, name)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        finally:
+            self._open_fds.discard(fd)
+            os.close(fd)
+        return SealResult(name, evicted[0], evicted[1])
+
+    def _publish(self, tmp: Path, name: BatchName) -> tuple[int, int]:
+        day_dir = self._batches / name.day
+        new_day = not day_dir.exists()
+        if new_day:
+            _fs.ensure_dir(day_dir)
+        with self._global_lock():
+            evicted = self._make_room(name.n_bytes)
+            os.rename(tmp, day_dir / name.filename)
+        if self.fsync:
+            if new_day:
+                _fs.fsync_dir(self._batches)
+            _fs.fsync_dir(day_dir)
+        return evicted
+
+    # -- accounting -----------------------------------------------------------------
+
+    def _listing(self) -> tuple[list[tuple[Path, BatchName]], int]:
+        """Every data file (batches, quarantine, dead) oldest first, and total bytes used."""
+        items: list[tuple[Path, BatchName]] = []
+        other = 0
+        for folder in (self._quarantine, self._dead):
+            items.extend(self._list_flat(folder))
+        for day in self._days():
+            items.extend(self._list_flat(self._batches / day))
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self._state):
+                with contextlib.suppress(FileNotFoundError):
+                    other += entry.stat(follow_symlinks=False).st_size
+        items.sort(key=lambda it: it[1].batch_id)
+        return items, other + sum(n.n_bytes for _, n in items)
+
+    def _days(self) -> list[str]:
+        try:
+            return sorted(d for d in os.listdir(self._batches) if _DAY_RE.match(d))
+        except FileNotFoundError:
+            return []
+
+    @staticmethod
+    def _list_flat(folder: Path) -> list[tuple[Path, BatchName]]:
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        out = []
+        for n in names:
+            parsed = BatchName.parse(n)
+            if parsed is not None:
+                out.append((folder / n, parsed))
+        return out
+
+    def usage(self) -> int:
+        """Bytes used by the spool as the cap counts them."""
+        return self._listing()[1]
+
+    def _make_room(self, incoming: int) -> tuple[int, int]:
+        """Evict oldest data until ``incoming`` more bytes fit; returns (events, bytes) evicted.
+
+        Caller holds the global lock.
+        """
+        items, used = self._listing()
+        if used + incoming <= self.max_bytes:
+            return 0, 0
+        evicted: list[tuple[str, BatchName]] = []
+        for path, name in items:
+            if used + incoming <= self.max_bytes:
+                break
+            if self._remove_unclaimed(path):
+                used -= name.n_bytes
+                evicted.append(("cap", name))
+        if evicted:
+            self._record_drops(evicted)
+        return sum(n.n_events for _, n in evicted), sum(n.n_bytes for _, n in evicted)
+
+    def _remove_unclaimed(self, path: Path) -> bool:
+        """Unlink ``path`` unless a reader holds it; True when removed by us."""
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return False
+        try:
+            if not _fs.try_lock(fd) or not self._same_file(fd, path):
+                return False
+            os.unlink(path)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _same_file(fd: int, path: Path) -> bool:
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        fst = os.fstat(fd)
+        return fst.st_nlink > 0 and (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
+
+    def _record_drops(self, drops: list[tuple[str, BatchName]]) -> None:
+        """Add to the persistent loss counters. Caller holds the global lock."""
+        counts = self._read_drops()
+        for reason, name in drops:
+            ts = name.created_ns
+            counts.add(reason, name.n_events, name.n_bytes, ts, ts)
+        _fs.atomic_write(self._dropped_path, counts.to_json(), fsync=self.fsync)
+
+    def record_loss(self, reason: str, events: int, nbytes: int, first_ns: int, last_ns: int) -> None:
+        """Persist a loss that happened outside the spool (e.g. a batch that could not be written)."""
+        with self._global_lock():
+            counts = self._read_drops()
+            counts.add(reason, events, nbytes, first_ns, last_ns)
+            _fs.atomic_write(self._dropped_path, counts.to_json(), fsync=self.fsync)
+
+    def _read_drops(self) -> DropCounts:
+        try:
+            return DropCounts.from_json(self._dropped_path.read_bytes())
+        except FileNotFoundError:
+            return DropCounts()
+        except (ValueError, KeyError, TypeError):
+            return DropCounts()  # unreadable counters start over; check() reports it
+
+    def dropped(self) -> DropCounts:
+        """The persistent loss counters."""
+        return self._read_drops()
+
+    def take_unreported_drops(self) -> dict[str, dict[str, Any]]:
+        """Atomically read and clear what the collector has not been told about yet."""
+        with self._global_lock():
+            counts = self._read_drops()
+            taken, counts.unreported = counts.unreported, {}
+            if taken:
+                _fs.atomic_write(self._dropped_path, counts.to_json(), fsync=self.fsync)
+        return taken
+
+    def pending(self) -> PendingStats:
+        """Sealed batches not yet acknowledged (claimed ones included)."""
+        items: list[BatchName] = []
+        for day in self._days():
+            items.extend(n for _, n in self._list_flat(self._batches / day))
+        if not items:
+            return PendingStats(0, 0, 0, None)
+        oldest = min(n.created_ns for n in items)
+        return PendingStats(
+            batches=len(items),
+            events=sum(n.n_events for n in items),
+            bytes=sum(n.n_bytes for n in items),
+            oldest_age_s=max(0.0, (time.time_ns() - oldest) / 1e9),
+        )
+
+    def dead_letters(self) -> list[BatchName]:
+        """Batches the collector refused for good (listed by ``status``)."""
+        return sorted((n for _, n in self._list_flat(self._dead)), key=lambda n: n.batch_id)
+
+    def quarantined(self) -> list[BatchName]:
+        """Batches that could not be read."""
+        return sorted((n for _, n in self._list_flat(self._quarantine)), key=lambda n: n.batch_id)
+
+    # -- reading --------------------------------------------------------------------
+
+    def claim(self) -> Claim | None:
+        """Hand the oldest unclaimed readable batch to this caller, or ``None``.
+
+        Unreadable batches met on the way are quarantined, never returned, never fatal.
+        """
+        for day in self._days():
+            for path, name in sorted(self._list_flat(self._batches / day), key=lambda it: it[0]):
+                claim = self._try_claim(path, name)
+                if claim is not None:
+                    return claim
+        return None
+
+    def _try_claim(self, path: Path, name: BatchName) -> Claim | None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        self._open_fds.add(fd)
+        keep = False
+        try:
+            if not _fs.try_lock(fd) or not self._same_file(fd, path):
+                return None
+            body = _read_fd(fd)
+            problem, raw = self._validate(name, body)
+            if problem is not None:
+                self._move_locked(path, self._quarantine / name.filename)
+                from .._log import logger
+
+                logger.warning("telemetry spool: quarantined batch %s: %s", name.batch_id, problem)
+                return None
+            keep = True
+            return Claim(name=name, path=path, body=body, raw=raw, _fd=fd)
+        finally:
+            if not keep:
+                self._open_fds.discard(fd)
+                os.close(fd)
+
+    def _validate(self, name: BatchName, body: bytes) -> tuple[str | None, bytes]:
+        if len(body) != name.n_bytes:
+            return f"size {len(body)} != {name.n_bytes} in its name", b""
+        try:
+            raw = self._dctx.decompress(body, max_output_size=_MAX_DECOMPRESSED)
+        except zstandard.ZstdError as exc:
+            return f"not a valid zstd frame ({exc})", b""
+        lines = raw.count(b"\n")
+        if lines != name.n_events or (raw and not raw.endswith(b"\n")):
+            return f"{lines} lines, name says {name.n_events}", b""
+        return None, raw
+
+    def ack(self, claim: Claim) -> None:
+        """The batch was delivered: remove it (we still hold its lock)."""
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(claim.path)
+        finally:
+            self._close_claim(claim)
+
+    def release(self, claim: Claim) -> None:
+        """Give the batch back unchanged (e.g. upload failed; retried later)."""
+        self._close_claim(claim)
+
+    def dead_letter(self, claim: Claim) -> None:
+        """Move a refused batch to ``dead/``: kept and counted, never retried."""
+        try:
+            self._move_locked(claim.path, self._dead / claim.name.filename)
+        finally:
+            self._close_claim(claim)
+
+    def quarantine(self, claim: Claim) -> None:
+        """Move an unreadable claimed batch aside."""
+        try:
+            self._move_locked(claim.path, self._quarantine / claim.name.filename)
+        finally:
+            self._close_claim(claim)
+
+    def _close_claim(self, claim: Claim) -> None:
+        if claim._fd in self._open_fds:
+            self._open_fds.discard(claim._fd)
+            os.close(claim._fd)
+        claim._fd = -1
+
+    def _move_locked(self, src: Path, dst: Path) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(src, dst)
+            if self.fsync:
+                _fs.fsync_dir(dst.parent)
+
+    def iter_batches_newest_first(self) -> Iterator[tuple[BatchName, bytes]]:
+        """Decompressed JSONL of sealed batches, newest first (read-only, no claim)."""
+        for day in reversed(self._days()):
+            entries = sorted(self._list_flat(self._batches / day), key=lambda it: it[0], reverse=True)
+            for path, name in entries:
+                try:
+                    body = path.read_bytes()
+                except FileNotFoundError:
+                    continue
+                problem, raw = self._validate(name, body)
+                if problem is None:
+                    yield name, raw
+
+    # -- maintenance ----------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Recover or remove ``tmp/`` leftovers of dead writers; returns how many were handled."""
+        handled = 0
+        try:
+            names = os.listdir(self._tmp)
+        except FileNotFoundError:
+            return 0
+        for n in names:
+            m = _TMP_RE.match(n)
+            path = self._tmp / n
+            if m is None:
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            except FileNotFoundError:
+                continue
+            try:
+                if not _fs.try_lock(fd) or not self._same_file(fd, path):
+                    continue  # its writer is alive
+                body = _read_fd(fd)
+                name = BatchName(m.group(1), int(m.group(2)), len(body))
+                problem, _ = self._validate(name, body)
+                if problem is None and name.n_bytes <= self.max_bytes:
+                    self._publish(path, name)
+                else:
+                    os.unlink(path)
+                    with self._global_lock():
+                        self._record_drops([("torn", name)])
+                handled += 1
+            finally:
+                os.close(fd)
+        return handled
+
+    def purge_expired(self, now_ns: int | None = None) -> int:
+        """Remove data older than the retention period; returns events removed."""
+        now = time.time_ns() if now_ns is None else now_ns
+        cutoff = now - int(self.retention_s * 1e9)
+        cutoff_day = _day_of(cutoff)
+        return self._purge(lambda n: n.created_ns < cutoff, "retention", day_filter=cutoff_day)
+
+    def purge(self, *, older_than_days: float | None = None, dead_letter: bool = False, everything: bool = False) -> int:
+        """User-requested deletion (CLI ``purge``); counted as dropped, reason ``purged``."""
+        if everything:
+            removed = self._purge(lambda n: True, "purged", include_dead=True)
+            return removed
+        if dead_letter:
+            return self._purge_folder([self._dead], lambda n: True, "purged")
+        if older_than_days is not None:
+            cutoff = time.time_ns() - int(older_than_days * 86400e9)
+            return self._purge(lambda n: n.created_ns < cutoff, "purged", include_dead=True)
+        return 0
+
+    def _purge(
+        self,
+        pred: Any,
+        reason: str,
+        *,
+        day_filter: str | None = None,
+        include_dead: bool = False,
+    ) -> int:
+        folders = [self._batches / d for d in self._days() if day_filter is None or d <= day_filter]
+        folders.append(self._quarantine)
+        if include_dead:
+            folders.append(self._dead)
+        removed = self._purge_folder(folders, pred, reason)
+        for d in self._days():
+            if day_filter is not None and d > day_filter:
+                continue
+            with contextlib.suppress(OSError):
+                os.rmdir(self._batches / d)  # only succeeds when empty
+        return removed
+
+    def _purge_folder(self, folders: list[Path], pred: Any, reason: str) -> int:
+        drops: list[tuple[str, BatchName]] = []
+        for folder in folders:
+            for path, name in self._list_flat(folder):
+                if pred(name) and self._remove_unclaimed(path):
+                    drops.append((reason, name))
+        if drops:
+            with self._global_lock():
+                self._record_drops(drops)
+        return sum(n.n_events for _, n in drops)
+
+    @contextlib.contextmanager
+    def _global_lock(self) -> Iterator[None]:
+        with _fs.flock(self._lock_path) as fd:
+            self._open_fds.add(fd)
+            try:
+                yield
+            finally:
+                self._open_fds.discard(fd)
+
+    # -- invariants -----------------------------------------------------------------
+
+    def check(self, *, deep: bool = True, slack_bytes: int = 0) -> list[str]:
+        """Verify the on-disk invariants; returns the problems found (empty = healthy).
+
+        ``slack_bytes`` is the allowance over the cap for batches being written right now.
+        """
+        problems: list[str] = []
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            mode = os.stat(dirpath).st_mode & 0o777
+            if mode != _fs.DIR_MODE:
+                problems.append(f"directory {dirpath} has mode {mode:o}, expected 700")
+            for fn in filenames:
+                p = Path(dirpath) / fn
+                try:
+                    st = os.lstat(p)
+                except FileNotFoundError:
+                    continue
+                if st.st_mode & 0o777 != _fs.FILE_MODE:
+                    problems.append(f"file {p} has mode {st.st_mode & 0o777:o}, expected 600")
+            del dirnames  # walk everything
+        for day in self._days():
+            folder = self._batches / day
+            for fn in os.listdir(folder):
+                name = BatchName.parse(fn)
+                path = folder / fn
+                if name is None:
+                    problems.append(f"unexpected file in batches: {path}")
+                    continue
+                if name.day != day:
+                    problems.append(f"batch {fn} is in day {day}, its id says {name.day}")
+                try:
+                    body = path.read_bytes()
+                except FileNotFoundError:
+                    continue  # acked or evicted meanwhile
+                if deep:
+                    problem, raw = self._validate(name, body)
+                    if problem is not None:
+                        problems.append(f"batch {fn}: {problem}")
+                        continue
+                    for i, line in enumerate(raw.splitlines()):
+                        try:
+                            ev = orjson.loads(line)
+                        except orjson.JSONDecodeError:
+                            problems.append(f"batch {fn} line {i}: not JSON")
+                            break
+                        missing = [k for k in _ENVELOPE_KEYS if k not in ev]
+                        if missing:
+                            problems.append(f"batch {fn} line {i}: missing {missing}")
+                            break
+                elif len(body) != name.n_bytes:
+                    problems.append(f"batch {fn}: size {len(body)} != {name.n_bytes}")
+        with contextlib.suppress(FileNotFoundError):
+            for fn in os.listdir(self._tmp):
+                path = self._tmp / fn
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    continue
+                try:
+                    if _fs.try_lock(fd) and self._same_file(fd, path):
+                        problems.append(f"leftover temporary file of a dead writer: {path}")
+                finally:
+                    os.close(fd)
+        used = self.usage() + self._tmp_bytes()
+        if used > self.max_bytes + slack_bytes:
+            problems.append(f"spool uses {used} bytes, cap {self.max_bytes} (+{slack_bytes} slack)")
+        if self._dropped_path.exists():
+            try:
+                DropCounts.from_json(self._dropped_path.read_bytes())
+            except (ValueError, KeyError, TypeError) as exc:
+                problems.append(f"unreadable {self._dropped_path}: {exc}")
+        return problems
+
+    def _tmp_bytes(self) -> int:
+        total = 0
+        with contextlib.suppress(FileNotFoundError):
+            for entry in os.scandir(self._tmp):
+                with contextlib.suppress(FileNotFoundError):
+                    total += entry.stat(follow_symlinks=False).st_size
+        return total
+
+    def disk_usage(self) -> int:
+        """Actual sum of file sizes under the spool (what tests compare with the cap)."""
+        total = 0
+        for dirpath, _dirs, files in os.walk(self.root):
+            for fn in files:
+                with contextlib.suppress(FileNotFoundError):
+                    total += os.lstat(Path(dirpath) / fn).st_size
+        return total
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while True:
+        chunk = os.read(fd, 1 << 20)
+        if not chunk:
+            break
+        chunks.append(chunk)
+    return b"".join(chunks)
