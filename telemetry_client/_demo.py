@@ -23,9 +23,9 @@ from .settings import TelemetrySettings
 
 __all__ = ["run_demo"]
 
-_BEFORE = '''def greet(name):
+_BEFORE = """def greet(name):
     print("hello " + name)
-'''
+"""
 _AFTER = '''def greet(name: str) -> str:
     """Return a greeting (was: printed it)."""
     return f"hello {name}"
@@ -82,7 +82,8 @@ def _simulate(client: TelemetryClient) -> int:
         client.emit(events.ChangeDecision(op_id="op-1", decision="accept"))
         n += 2
         try:
-            {}["missing"]  # noqa: B018 - a realistic failure inside tool code
+            config: dict[str, str] = {}
+            config["missing"]
         except KeyError as exc:
             client.emit(events.Error.from_exception(exc, context={"tool": "lookup"}))
             n += 1
@@ -103,7 +104,9 @@ def run_demo(out: TextIO, *, spool_dir: str | None = None, keep: bool = False) -
     if spool_dir is None:
         tmp = tempfile.mkdtemp(prefix="telemetry-demo-")
         spool_dir = str(Path(tmp) / "spool")
-    settings = TelemetrySettings(spool_dir=spool_dir, endpoint=None, enabled=True, do_not_track=False)
+    settings = TelemetrySettings(
+        spool_dir=spool_dir, endpoint=None, enabled=True, do_not_track=False
+    )
     out.write(f"telemetry-client demo: spool at {spool_dir}\n\n")
     try:
         started = time.perf_counter()

@@ -34,6 +34,7 @@ bad ``type`` name      snake_cased, else ``"invalid_type"``       (type_name)
 from __future__ import annotations
 
 import base64
+import contextlib
 import dataclasses
 import datetime as dt
 import enum
@@ -269,7 +270,7 @@ class Encoder:
         if depth > MAX_DEPTH:
             self.coerced["depth"] += 1
             return "[max depth exceeded]"
-        if isinstance(obj, (dict, list, tuple, set, frozenset)) or isinstance(obj, Mapping):
+        if isinstance(obj, (dict, list, tuple, set, frozenset, Mapping)):
             oid = id(obj)
             if oid in seen:
                 self.coerced["cycle"] += 1
@@ -284,19 +285,18 @@ class Encoder:
     def _coerce_container(self, obj: Any, depth: int, seen: set[int]) -> Any:
         if isinstance(obj, Mapping):
             out: dict[str, Any] = {}
-            for k, v in obj.items():
-                if type(k) is not str:
+            for key, v in obj.items():
+                if type(key) is str:
+                    out[key] = self._coerce(v, depth + 1, seen)
+                else:
                     self.coerced["non_str_key"] += 1
-                    k = self._key_str(k)
-                out[k] = self._coerce(v, depth + 1, seen)
+                    out[self._key_str(key)] = self._coerce(v, depth + 1, seen)
             return out
         items = list(obj)
         if isinstance(obj, (set, frozenset)):
             self.coerced["set"] += 1
-            try:
+            with contextlib.suppress(TypeError):
                 items = sorted(items)
-            except TypeError:
-                pass
         return [self._coerce(v, depth + 1, seen) for v in items]
 
     def _key_str(self, key: Any) -> str:

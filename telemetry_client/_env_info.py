@@ -6,7 +6,6 @@ Both are read once, on the writer thread (they touch the disk), never on the cal
 from __future__ import annotations
 
 import hashlib
-
 import platform
 import uuid
 from pathlib import Path
@@ -83,5 +82,3 @@ def _common_dir(git: Path) -> Path:
         return (git / (git / "commondir").read_text().strip()).resolve()
     except OSError:
         return git
-
-

@@ -14,7 +14,7 @@ import time
 
 __all__ = ["batch_id", "event_id", "uuid7_time_ns"]
 
-_rng = random.Random()  # noqa: S311 - uniqueness, not secrecy
+_rng = random.Random()
 _VARIANT = 0b10 << 62
 
 

@@ -72,17 +72,21 @@ def _cmd_status(settings: TelemetrySettings, args: argparse.Namespace, out: Text
         f"endpoint:         {info['endpoint'] or '(none: spool-only mode)'}",
         f"spool:            {info['spool_dir']}"
         + ("" if info["spool_exists"] else " (not created yet)"),
-        f"spool size:       {format_size(info['spool_bytes'])} of {format_size(info['spool_max_bytes'])}",
+        f"spool size:       {format_size(info['spool_bytes'])}"
+        f" of {format_size(info['spool_max_bytes'])}",
         f"pending:          {info['pending_events']} events in {info['pending_batches']} batches "
         f"({format_size(info['pending_bytes'])})"
         + (f", oldest {age:.0f}s old" if age is not None else ""),
         f"dropped:          {info['dropped_events']} events"
         + (
-            " (" + ", ".join(f"{k}: {v['events']}" for k, v in info["dropped_by_reason"].items()) + ")"
+            " ("
+            + ", ".join(f"{k}: {v['events']}" for k, v in info["dropped_by_reason"].items())
+            + ")"
             if info["dropped_by_reason"]
             else ""
         ),
-        f"dead letters:     {info['dead_letter_batches']} batches ({info['dead_letter_events']} events)",
+        f"dead letters:     {info['dead_letter_batches']} batches"
+        f" ({info['dead_letter_events']} events)",
         f"quarantined:      {info['quarantined_batches']} batches",
     ]
     out.write("\n".join(lines) + "\n")
@@ -158,10 +162,12 @@ def _cmd_demo(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="telemetry-client",
-        description="Inspect and manage the local telemetry spool (configured by TELEMETRY_* variables).",
+        description="Inspect and manage the local telemetry spool (TELEMETRY_* variables).",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("status", help="enabled?, endpoint, spool usage, pending, dropped, dead letters")
+    s = sub.add_parser(
+        "status", help="enabled?, endpoint, spool usage, pending, dropped, dead letters"
+    )
     s.add_argument("--json", action="store_true", help="one JSON object")
     t = sub.add_parser("tail", help="the newest spooled events, decompressed")
     t.add_argument("-n", type=_positive_int, default=10, help="how many events (default 10)")

@@ -164,7 +164,9 @@ class Error(Event):
     context: Mapping[str, Any] | None = None
 
     @classmethod
-    def from_exception(cls, exc: BaseException, *, context: Mapping[str, Any] | None = None) -> Error:
+    def from_exception(
+        cls, exc: BaseException, *, context: Mapping[str, Any] | None = None
+    ) -> Error:
         """Capture type, message and formatted traceback of ``exc``."""
         return cls(
             error_type=type(exc).__qualname__,

@@ -44,6 +44,7 @@ which counts and logs them; the spool itself never leaves a half-done state behi
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import dataclasses
 import datetime as dt
@@ -59,6 +60,7 @@ import orjson
 import zstandard
 
 from .. import _ids
+from .._log import logger as _logger
 from . import _fs
 
 __all__ = ["BatchName", "Claim", "DropCounts", "PendingStats", "SealResult", "Spool"]
@@ -126,11 +128,11 @@ class DropCounts:
         u["first_ns"] = min(u["first_ns"], first_ns)
         u["last_ns"] = max(u["last_ns"], last_ns)
 
-    def to_json(self) -> bytes:
+    def to_json(self) -> builtins.bytes:
         return orjson.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, raw: bytes) -> DropCounts:
+    def from_json(cls, raw: builtins.bytes) -> DropCounts:
         obj = orjson.loads(raw)
         return cls(
             events=int(obj["events"]),
@@ -142,7 +144,7 @@ class DropCounts:
 
 @dataclass(frozen=True, slots=True)
 class SealResult:
-    """What sealing one batch did: its name (``None`` if it alone exceeded the cap) and evictions."""
+    """What sealing did: the name (``None`` if the batch alone exceeded the cap), evictions."""
 
     name: BatchName | None
     evicted_events: int = 0
@@ -363,8 +365,10 @@ class Spool:
             counts.add(reason, name.n_events, name.n_bytes, ts, ts)
         _fs.atomic_write(self._dropped_path, counts.to_json(), fsync=self.fsync)
 
-    def record_loss(self, reason: str, events: int, nbytes: int, first_ns: int, last_ns: int) -> None:
-        """Persist a loss that happened outside the spool (e.g. a batch that could not be written)."""
+    def record_loss(
+        self, reason: str, events: int, nbytes: int, first_ns: int, last_ns: int
+    ) -> None:
+        """Persist a loss that happened outside the spool (e.g. a batch that was never written)."""
         with self._global_lock():
             counts = self._read_drops()
             counts.add(reason, events, nbytes, first_ns, last_ns)
@@ -442,9 +446,7 @@ class Spool:
             problem, raw = self._validate(name, body)
             if problem is not None:
                 self._move_locked(path, self._quarantine / name.filename)
-                from .._log import logger
-
-                logger.warning("telemetry spool: quarantined batch %s: %s", name.batch_id, problem)
+                _logger.warning("telemetry spool: quarantined batch %s: %s", name.batch_id, problem)
                 return None
             keep = True
             return Claim(name=name, path=path, body=body, raw=raw, _fd=fd)
@@ -506,7 +508,9 @@ class Spool:
     def iter_batches_newest_first(self) -> Iterator[tuple[BatchName, bytes]]:
         """Decompressed JSONL of sealed batches, newest first (read-only, no claim)."""
         for day in reversed(self._days()):
-            entries = sorted(self._list_flat(self._batches / day), key=lambda it: it[0], reverse=True)
+            entries = sorted(
+                self._list_flat(self._batches / day), key=lambda it: it[0], reverse=True
+            )
             for path, name in entries:
                 try:
                     body = path.read_bytes()
@@ -558,11 +562,16 @@ class Spool:
         cutoff_day = _day_of(cutoff)
         return self._purge(lambda n: n.created_ns < cutoff, "retention", day_filter=cutoff_day)
 
-    def purge(self, *, older_than_days: float | None = None, dead_letter: bool = False, everything: bool = False) -> int:
+    def purge(
+        self,
+        *,
+        older_than_days: float | None = None,
+        dead_letter: bool = False,
+        everything: bool = False,
+    ) -> int:
         """User-requested deletion (CLI ``purge``); counted as dropped, reason ``purged``."""
         if everything:
-            removed = self._purge(lambda n: True, "purged", include_dead=True)
-            return removed
+            return self._purge(lambda n: True, "purged", include_dead=True)
         if dead_letter:
             return self._purge_folder([self._dead], lambda n: True, "purged")
         if older_than_days is not None:
