@@ -42,8 +42,8 @@ from .spool import Spool
 __all__ = ["Batcher", "FlushMarker"]
 
 HANDOFF_CHUNK = 64
-WRITER_CHUNK = 256
-MAX_QUEUED_BATCHES = 4
+WRITER_CHUNK = 32  # ~1 ms of encoding: bounds how long an emitter can wait on the lock
+MAX_QUEUED_BATCHES = 8
 MAX_FAILED_BATCHES = 4
 RETRY_FAILED_AFTER_S = 1.0
 ZSTD_LEVEL = 3
@@ -161,6 +161,7 @@ class Batcher:
         """Forget the parent's in-flight work and locks; the child starts its own thread lazily."""
         self.buffer = deque()
         self._init_sync()
+        self.counters = BatcherCounters()  # stats() are this process's own
         self._spool.forget_inherited_fds()
 
     def before_fork(self) -> None:
@@ -246,6 +247,9 @@ class Batcher:
         progressed = False
         if self.buffer:
             self._encode_chunk(WRITER_CHUNK)
+            # Hand the GIL to an emitting thread between chunks: without this an emitter waits
+            # up to the interpreter's 5 ms switch interval while we encode.
+            time.sleep(0)
             progressed = True
         elif self._lines and (final or time.monotonic() - self._first_mono >= self._linger_s):
             with self._batch_lock:

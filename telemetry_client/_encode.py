@@ -15,14 +15,14 @@ value                  becomes
 ====================  ==========================================================
 NaN, +/-Infinity       ``null``                                  (non_finite)
 int beyond 64 bits     its decimal string                         (big_int)
-lone surrogates        U+FFFD in the string                       (surrogate)
+lone surrogates        one U+FFFD each, in strings and keys       (surrogate)
 bytes / bytearray      UTF-8 text if valid, else ``{"$base64": "..."}`` (bytes)
 set / frozenset        list (sorted when sortable)                (set)
 datetime/date/time     ISO 8601 string                            (datetime)
 Decimal                its exact decimal string                   (decimal)
 UUID, Path, Enum       ``str``/``value``                          (object)
 dataclass / pydantic   its fields as an object                    (object)
-non-str dict key       ``str(key)``                               (non_str_key)
+non-str dict key       ``str(key)`` (``null``/``true``/``false``)   (non_str_key)
 anything else          ``repr()`` truncated to 1 KiB              (object)
 nesting deeper than 64 ``"[max depth exceeded]"``                 (depth)
 a cycle                ``"[circular reference]"``                 (cycle)
@@ -69,16 +69,22 @@ Record = tuple[Any, Any, int, int, str | None, str | None]
 _SIMPLE = frozenset({str, int, bool, type(None)})
 _CONTAINERS = frozenset({dict, list, tuple})
 
-_ts_cache: list[Any] = [-1, ""]
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+# (second, prefix), replaced as one object: encoders of several clients run on several threads,
+# and a two-slot list could pair one thread's second with another thread's prefix.
+_ts_cache: tuple[int, str] = (-1, "")
 
 
 def format_ts(ts_ns: int) -> str:
     """RFC 3339 UTC with microseconds; the per-second prefix is cached."""
+    global _ts_cache  # noqa: PLW0603 - a one-entry cache swapped atomically
     sec, rem = divmod(ts_ns, 1_000_000_000)
-    if _ts_cache[0] != sec:
-        _ts_cache[1] = dt.datetime.fromtimestamp(sec, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _ts_cache[0] = sec
-    return f"{_ts_cache[1]}.{rem // 1000:06d}Z"
+    cached_sec, prefix = _ts_cache
+    if cached_sec != sec:
+        prefix = dt.datetime.fromtimestamp(sec, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        _ts_cache = (sec, prefix)
+    return f"{prefix}.{rem // 1000:06d}Z"
 
 
 class Encoder:
@@ -117,16 +123,24 @@ class Encoder:
             else:
                 etype = kind if kind in self._type_ok else self._check_type(kind)
             return self._encode(etype, data, ts_ns, seq, session_id, user_id)
-        except Exception as exc:  # pragma: no cover - defensive: encoding must be total
+        except Exception as exc:  # defensive: encoding must be total
             self.failed += 1
+            try:
+                text = f"{type(exc).__name__}: {exc}"
+            except Exception:
+                text = type(exc).__name__
+            # The ids themselves may be what failed (objects, lone surrogates): coerce them too.
+            sid, uid = (
+                None if v is None else self._coerce(v, 0, set()) for v in (session_id, user_id)
+            )
             return orjson.dumps(
                 self._envelope(
                     "encode_error",
-                    {"error": f"{type(exc).__name__}: {exc}"[:_REPR_MAX]},
+                    {"error": self._coerce(text[:_REPR_MAX], 0, set())},
                     ts_ns,
                     seq,
-                    session_id,
-                    user_id,
+                    sid,
+                    uid,
                 )
             )
 
@@ -247,12 +261,14 @@ class Encoder:
 
     def _coerce(self, obj: Any, depth: int, seen: set[int]) -> Any:
         t = type(obj)
+        if t is not str and isinstance(obj, str) and not isinstance(obj, enum.Enum):
+            obj, t = str.__str__(obj), str  # str subclasses are text, as int/float ones are numbers
         if t is str:
             try:
                 obj.encode("utf-8")
             except UnicodeEncodeError:
                 self.coerced["surrogate"] += 1
-                return obj.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+                return _SURROGATE_RE.sub("\ufffd", obj)  # one U+FFFD per lone surrogate
             return obj
         if obj is None or t is bool:
             return obj
@@ -286,11 +302,12 @@ class Encoder:
         if isinstance(obj, Mapping):
             out: dict[str, Any] = {}
             for key, v in obj.items():
-                if type(key) is str:
-                    out[key] = self._coerce(v, depth + 1, seen)
-                else:
+                name = key
+                if type(key) is not str:
                     self.coerced["non_str_key"] += 1
-                    out[self._key_str(key)] = self._coerce(v, depth + 1, seen)
+                    name = self._key_str(key)
+                # keys are strings too: lone surrogates (also from str(key)) become U+FFFD
+                out[self._coerce(name, 0, seen)] = self._coerce(v, depth + 1, seen)
             return out
         items = list(obj)
         if isinstance(obj, (set, frozenset)):
@@ -302,8 +319,10 @@ class Encoder:
     def _key_str(self, key: Any) -> str:
         if isinstance(key, str):
             return self._coerce(str(key), 0, set())  # type: ignore[no-any-return]
-        if key is None or isinstance(key, (bool, int, float)):
-            return orjson.dumps(key).decode() if not isinstance(key, float) else repr(key)
+        if key is None or isinstance(key, bool):
+            return orjson.dumps(key).decode()
+        if isinstance(key, (int, float)):
+            return repr(float(key)) if isinstance(key, float) else str(int(key))  # any size
         try:
             return str(key)[:_REPR_MAX]
         except Exception:

@@ -16,15 +16,16 @@ the work is split in two:
   their type; in strings each match becomes ``[REDACTED:<kind>]`` (for ``Bearer``/``Basic``
   headers, passwords and ``aws_secret_access_key`` only the value part; the word before is kept).
 
-Matching is ASCII-only (``re.ASCII``; keys lowercased with ASCII rules) so the byte prefilter,
-which lowercases ASCII only, stays a superset. Dict keys are checked, never rewritten.
+Rules apply one after another (``_RULES`` order). Case-insensitivity is ASCII-only (``re.ASCII``;
+keys lowercased with ASCII rules) so the byte prefilter, which lowercases ASCII only, stays a
+superset. Dict keys are checked, never rewritten.
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import orjson
 
@@ -36,11 +37,12 @@ _MASK = "[REDACTED]"
 
 # Prefilter needles: lowercase ASCII strings such that every built-in match, and every secret key
 # as orjson writes it (``name":``), contains one of them once ASCII-lowercased. Grouped by an
-# "anchor" byte each needle contains: one regex per group jumps from anchor to anchor in C and
-# checks the needles around each hit, instead of one full ``in`` scan per needle. Measured with
-# benchmarks/redact_prefilter.py on ~2.1 KB code+prose events (CPython 3.11): bytes.lower() 0.7 us
-# + 8 group scans ~= 9.5 us per event, vs ~33 us for the same 26 needles as ``in`` checks and
-# ~70 us for one search of the precise patterns. Anchors are rare bytes in such payloads.
+# "anchor" byte each needle contains (picked for rarity in code/prose): one regex per group jumps
+# from anchor to anchor in C and checks the needles around each hit, instead of one full ``in``
+# scan per needle. Measured on an idle box (CPython 3.11): bytes.lower() + 8 group scans ~= 9.5 us
+# for the 2.3 KB event of benchmarks/redact_prefilter.py (~12 us mean over the 2.4 KB mix of
+# benchmarks/workload.py, 1.1% flagged), vs ~33 us for the same 25 needles as ``in`` checks and
+# ~95-220 us for a naive regex search of the event.
 _KEY_NAMES_WITH_K = ('token":', 'cookie":', 'key":')
 _NEEDLES: dict[str, tuple[str, ...]] = {
     # sk-: OpenAI/Anthropic; gsk_: Groq; akia: AWS key id; private key: PEM; access(_)key: AWS
@@ -69,54 +71,92 @@ def _gate(anchor: str, needles: Sequence[str]) -> str:
 _BYTES_GATES = tuple(re.compile(_gate(a, n).encode()).search for a, n in _NEEDLES.items())
 _STR_GATES = tuple(re.compile(_gate(a, n)).search for a, n in _NEEDLES.items())
 
-# Precise value patterns. ``(?P<v>...)`` marks the part to mask; without it the whole match goes.
-_SEP = r"""[\\"']{0,3}[ \t]*[:=][ \t]*[\\"']{0,3}"""  # key: value, key="value", {\"key\": ...
-_NOT_CODE = (  # password values that are code, types or placeholders, not secrets
-    r"(?!(?:str|bytes|int|bool|Any|None|null|nil|undefined|true|false|True|False|Optional"
-    r"|SecretStr|string)\b|=|\$\{|\$[A-Z_][A-Z0-9_]*\b|[\w.]*\(|[\w.]*(?i:passw(?:or)?d|pwd)\b"
+# Precise rules: (kind, needles, case-insensitive?, regex). Each rule runs only on strings whose
+# lowercase form holds one of its needles, and each starts with a literal so ``re`` can skip
+# ahead to it (a single alternation of all rules, or a leading \b, makes ``re`` try every
+# position: ~100-300 us per 2 KB). ``(?<!\wX)`` after literal X stands for a leading ``\bX``.
+# Case-insensitive rules are written in lowercase and run on ``value.lower()`` when the value is
+# ASCII (same positions), else with re.IGNORECASE. ``(?P<v>...)`` is the part to mask (default:
+# the whole match).
+# key: v, key="v", "key": "v", {\"key\": \"v\"}; a quoted key needs a quoted value (dict literals).
+_SEP = r"""(?P<q>\\?["'])?[ \t]*[:=][ \t]*(?(q)\\?["']|\\?["']?)"""
+_NOT_CODE = (  # password "values" that are code, types, prose, paths or placeholders
+    r"(?!(?:str|bytes|int|bool|any|none|null|nil|undefined|true|false|optional|secretstr|string"
+    r"|return|raise|pass|continue|break|await|lambda|if|not|the|an?|is|are|be|must|should|will"
+    r"|can|to|for|of|and|or|your|this|that|it)\b|[=%/~]|\$\{|[\w.]*[(\[]|[\w.]+[ \t]+="
+    r"|\$?\{?[\w.]*(?:passw(?:or)?d|pwd)\b|[\w.]+,[ \t]*[\w.]*(?:passw(?:or)?d|pwd)\b"
     r"|(?:self|cls|this|os|env|config|settings|request|args|kwargs|options|opts|params|form)\.)"
 )
-_PEM_BEGIN = "-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
-_PEM_END = "-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----"
-_CREDENTIAL_VALUE = r"""(?P<v>[^\s"'`,;&(){}\[\]<>\\]+)"""
-_RULES: tuple[tuple[str, str], ...] = (
-    ("private_key", rf"{_PEM_BEGIN}[\s\S]*?(?:{_PEM_END}|\Z)"),  # no END: mask to the end
-    ("jwt", r"\beyJ[\w-]{10,}\.eyJ[\w-]{10,}\.[\w-]*"),
-    ("bearer", r"(?i:authorization)" + _SEP + r"(?i:bearer)[ \t]+(?P<v>[\w.~+/-]+=*)"),
-    ("basic_auth", r"(?i:authorization)" + _SEP + r"(?i:basic)[ \t]+(?P<v>[A-Za-z0-9+/]+=*)"),
-    ("bearer", r"\b(?i:bearer)[ \t]+(?P<v>[\w.~+/-]{16,}=*)"),  # no header: needs a long token
-    ("anthropic_key", r"\bsk-ant-[\w-]{20,}"),
-    ("openai_key", r"\bsk-(?=[\w-]*\d)[\w-]{20,}"),  # incl. sk-proj-; a digit rules out slugs
-    ("google_api_key", r"\bAIza[\w-]{35}"),
-    ("groq_key", r"\bgsk_[A-Za-z0-9]{20,}"),
-    ("huggingface_token", r"\bhf_[A-Za-z0-9]{30,}"),
-    ("github_token", r"\b(?:gh[pousr]_[A-Za-z0-9]{30,}|github_pat_\w{22,})"),
-    ("slack_token", r"\bxox[baprs]-[A-Za-z0-9-]{10,}"),
-    ("aws_access_key_id", r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b"),
-    ("aws_secret_key", r"(?i:secret_?access_?key)" + _SEP + r"(?P<v>[A-Za-z0-9/+]{40})(?![\w/+=])"),
-    ("password", r"(?:(?i:passw(?:or)?d)|[Pp]wd)" + _SEP + _NOT_CODE + _CREDENTIAL_VALUE),
-)
-# One alternation; group p<i> is rule i and v<i> the part of it to mask.
-_SECRET_RE = re.compile(
-    "|".join(
-        f"(?P<p{i}>{src.replace('(?P<v>', f'(?P<v{i}>')})" for i, (_, src) in enumerate(_RULES)
-    ),
-    re.ASCII,
-)
-# outer group index -> (marker, index of the value group or 0 for "mask the whole match")
-_RULE_OF: dict[int, tuple[str, int]] = {
-    _SECRET_RE.groupindex[f"p{i}"]: (f"[REDACTED:{kind}]", _SECRET_RE.groupindex.get(f"v{i}", 0))
-    for i, (kind, _) in enumerate(_RULES)
-}
+_PASSWORD_TAIL = _SEP + _NOT_CODE + r"""(?P<v>[^\s"'`,;&(){}\[\]<>\\]+)"""
+_PEM = "-----BEGIN[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----[\\s\\S]*?"
+_PEM += "(?:-----END[A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|\\Z)"  # no END: mask to the end
+_AUTH = "authorization" + _SEP
+_RULES: tuple[tuple[str, tuple[str, ...], bool, str], ...] = (  # applied in this order
+    ("private_key", ("private key",), False, _PEM),
+    ("bearer", ("authorization",), True, _AUTH + r"bearer[ \t]+(?P<v>[\w.~+/-]+=*)"),
+    ("basic_auth", ("authorization",), True, _AUTH + r"basic[ \t]+(?P<v>[a-z0-9+/]+=*)"),
+    ("bearer", ("bearer",), True, r"bearer(?<!\wbearer)[ \t]+(?P<v>[\w.~+/-]{16,}=*)"),  # no header
+    ("jwt", (".eyj",), False, r"eyJ(?<!\weyJ)[\w-]{10,}\.eyJ[\w-]{10,}\.[\w-]*"),
+    ("anthropic_key", ("sk-ant-",), False, r"sk-ant-(?<!\wsk-ant-)[\w-]{20,}"),
+    ("openai_key", ("sk-",), False, r"sk-(?<!\wsk-)(?=[\w-]*\d)[\w-]{20,}"),  # a digit: no slugs
+    ("google_api_key", ("aiza",), False, r"AIza(?<!\wAIza)[\w-]{35}"),
+    ("groq_key", ("gsk_",), False, r"gsk_(?<!\wgsk_)[A-Za-z0-9]{20,}"),
+    ("huggingface_token", ("hf_",), False, r"hf_(?<!\whf_)[A-Za-z0-9]{30,}"),
+    ("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), False,
+     r"g(?<!\wg)(?:h[pousr]_[A-Za-z0-9]{30,}|ithub_pat_\w{22,})"),
+    ("slack_token", ("xox",), False, r"xox(?<!\wxox)[baprs]-[A-Za-z0-9-]{10,}"),
+    ("aws_access_key_id", ("akia", "asia"), False, r"A(?<!\wA)(?:KIA|SIA)[A-Z0-9]{16}\b"),
+    ("aws_secret_key", ("accesskey", "access_key"), True,
+     r"secret_?access_?key" + _SEP + r"(?P<v>[a-z0-9/+]{40})(?![\w/+=])"),
+    ("password", ("passw",), True, r"passw(?:or)?d" + _PASSWORD_TAIL),
+    ("password", ("pwd",), True, r"pwd" + _PASSWORD_TAIL),
+)  # fmt: skip
+# (needles, case-insensitive?, regex for value.lower(), regex for value, marker, value group)
+_Compiled = tuple[tuple[str, ...], bool, re.Pattern[str], re.Pattern[str], str, int]
+
+
+def _compile(kind: str, needles: tuple[str, ...], folded: bool, src: str) -> _Compiled:
+    on_low = re.compile(src, re.ASCII)
+    on_value = re.compile(src, re.ASCII | re.IGNORECASE) if folded else on_low
+    return needles, folded, on_low, on_value, f"[REDACTED:{kind}]", on_low.groupindex.get("v", 0)
+
+
+_TABLE = tuple(_compile(*rule) for rule in _RULES)
 _MIN_LEN = 5  # shortest possible match: "pwd=x"
 
 
-def _mask(m: re.Match[str]) -> str:
-    marker, v = _RULE_OF[m.lastindex or 0]
-    if not v:
-        return marker
-    start, text = m.start(), m.group()
-    return text[: m.start(v) - start] + marker + text[m.end(v) - start :]
+def _splice(
+    value: str, matches: Iterator[re.Match[str]], marker: str, group: int
+) -> tuple[str, int]:
+    """``value`` with ``group`` of every match replaced by ``marker``, and the match count."""
+    parts: list[str] = []
+    last = 0
+    for m in matches:
+        start, end = m.span(group)
+        parts += (value[last:start], marker)
+        last = end
+    if not parts:
+        return value, 0
+    parts.append(value[last:])
+    return "".join(parts), len(parts) // 2
+
+
+def _apply_rules(value: str, low: str) -> tuple[str, int]:
+    """Run every rule whose needles occur in ``low`` (``value.lower()``) over ``value``."""
+    count = 0
+    ascii_only = value.isascii()  # then value.lower() keeps positions, so rules can run on it
+    for needles, folded, on_low, on_value, marker, group in _TABLE:
+        for needle in needles:
+            if needle in low:
+                break
+        else:
+            continue
+        matches = on_low.finditer(low) if folded and ascii_only else on_value.finditer(value)
+        value, n = _splice(value, matches, marker, group)
+        if n:
+            count += n
+            low = value.lower()
+    return value, count
 
 
 _SECRET_KEYS = frozenset((
@@ -132,9 +172,13 @@ _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")  # apiKe
 _KEY_TABLE = str.maketrans(string.ascii_uppercase + "- .", string.ascii_lowercase + "___")
 
 
-def _normalise_key(key: str) -> str:
-    """``X-Api-Key``/``apiKey``/``API KEY`` -> ``x_api_key``/``api_key``/``api_key`` (ASCII)."""
-    return _CAMEL.sub("_", key).translate(_KEY_TABLE)
+def _key_forms(key: str) -> tuple[str, str]:
+    """ASCII-lowercased with ``-``/space/``.`` as ``_``, with and without camelCase splitting.
+
+    ``X-Api-Key``, ``x.api.key`` -> ``x_api_key``; ``accessToken`` -> ``access_token``,
+    ``accesstoken``. A key is secret if either form is.
+    """
+    return _CAMEL.sub("_", key).translate(_KEY_TABLE), key.translate(_KEY_TABLE)
 
 
 class Redactor:
@@ -161,7 +205,7 @@ class Redactor:
         self._enabled = enabled
         self._extra = tuple(re.compile(p) for p in extra_patterns)
         self._callback = callback
-        self._extra_keys = frozenset(_normalise_key(k) for k in extra_keys)
+        self._extra_keys = frozenset(form for k in extra_keys for form in _key_forms(k))
         self._key_cache: dict[str, bool] = {}
         # A user key shows up in the bytes as its last segment (ASCII-lowercased, JSON-escaped).
         segments = [next((s for s in reversed(k.split("_")) if s), "") for k in self._extra_keys]
@@ -174,9 +218,9 @@ class Redactor:
             return self._key_cache[key]
         except KeyError:
             pass
-        norm = _normalise_key(key)
-        hit = self._enabled and (
-            norm in _SECRET_KEYS or norm.endswith(_SECRET_SUFFIXES) or norm in self._extra_keys
+        hit = self._enabled and any(
+            form in _SECRET_KEYS or form.endswith(_SECRET_SUFFIXES) or form in self._extra_keys
+            for form in _key_forms(key)
         )
         if len(self._key_cache) >= _KEY_CACHE_MAX:
             self._key_cache.clear()
@@ -204,7 +248,7 @@ class Redactor:
             low = value.lower()
             for search in _STR_GATES:
                 if search(low):
-                    value, count = _SECRET_RE.subn(_mask, value)
+                    value, count = _apply_rules(value, low)
                     break
         for pattern in self._extra:
             value, n = pattern.subn("[REDACTED:custom]", value)
@@ -236,7 +280,7 @@ class Redactor:
             out: dict[object, object] = {}
             for k, v in obj.items():
                 if isinstance(k, str) and self.is_secret_key(k):
-                    out[k], n = _MASK, 1
+                    out[k], n = _MASK, 0 if (isinstance(v, str) and v == _MASK) else 1
                 else:
                     out[k], n = self._walk(v, k if isinstance(k, str) else key, depth + 1)
                 total += n

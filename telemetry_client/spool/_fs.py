@@ -17,9 +17,11 @@ __all__ = [
     "DIR_MODE",
     "FILE_MODE",
     "atomic_write",
+    "close_unlocked",
     "ensure_dir",
     "flock",
     "fsync_dir",
+    "lock",
     "open_new",
     "try_lock",
     "write_all",
@@ -98,6 +100,11 @@ def atomic_write(path: Path, data: bytes, *, fsync: bool) -> None:
         fsync_dir(path.parent)
 
 
+def lock(fd: int) -> None:
+    """Blocking exclusive ``flock`` (others only ever hold it for a moment here)."""
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
 def try_lock(fd: int) -> bool:
     """Non-blocking exclusive ``flock``; False when another open file description holds it."""
     try:
@@ -121,4 +128,17 @@ def flock(path: Path) -> Iterator[int]:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield fd
     finally:
-        os.close(fd)  # closing releases the lock
+        close_unlocked(fd)
+
+
+def close_unlocked(fd: int) -> None:
+    """Release our ``flock`` on ``fd`` (if any), then close it.
+
+    Closing alone does not release the lock while a process forked meanwhile holds a copy
+    of the fd (the fork may land between ``open`` and the spool recording the fd as one to
+    forget in the child); that child would keep the file locked until it exits, wedging
+    the spool (``.lock``) or making a batch unclaimable.
+    """
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)

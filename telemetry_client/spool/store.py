@@ -50,6 +50,7 @@ import dataclasses
 import datetime as dt
 import os
 import re
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,6 +70,10 @@ _BATCH_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.(\d+)\.jsonl\.zst$")
 _TMP_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.tmp$")
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MAX_DECOMPRESSED = 1 << 30  # refuse to inflate a (corrupt) frame beyond 1 GiB
+# A tmp file exists, empty and unlocked, between its creation and its writer's flock (which
+# can take milliseconds when the writer waits for the GIL): recover() and check() leave such
+# a file alone this long, so they never tear (or publish twice) a live writer's batch.
+_TMP_BIRTH_GRACE_S = 60.0
 
 _ENVELOPE_KEYS = ("id", "type", "ts", "session_id", "user_id", "machine_id", "app", "seq", "data")
 
@@ -209,6 +214,9 @@ class Spool:
         self._lock_path = self.root / ".lock"
         self._dropped_path = self._state / "dropped.json"
         self._open_fds: set[int] = set()  # closed in a forked child (never written through)
+        # One batch in tmp/ at a time per instance (invariant 2), even when the writer thread
+        # and an emitting thread doing a backpressure hand-off seal concurrently.
+        self._seal_lock = threading.Lock()
         self._dctx = zstandard.ZstdDecompressor()
 
     # -- lifecycle ------------------------------------------------------------------
@@ -226,6 +234,7 @@ class Spool:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._open_fds.clear()
+        self._seal_lock = threading.Lock()  # may have been held by a parent thread at fork
 
     # -- writing --------------------------------------------------------------------
 
@@ -241,11 +250,16 @@ class Spool:
             with self._global_lock():
                 self._record_drops([("cap", name)])
             return SealResult(None, n_events, len(body))
-        tmp = self._tmp / f"{bid}.{n_events}.tmp"
+        with self._seal_lock:
+            evicted = self._write_and_publish(body, name)
+        return SealResult(name, evicted[0], evicted[1])
+
+    def _write_and_publish(self, body: bytes, name: BatchName) -> tuple[int, int]:
+        tmp = self._tmp / f"{name.batch_id}.{name.n_events}.tmp"
         fd = _fs.open_new(tmp)
         self._open_fds.add(fd)
         try:
-            _fs.try_lock(fd)  # marks the tmp file as alive for recover()
+            _fs.lock(fd)  # held before any byte is written: marks the file alive for recover()
             _fs.write_all(fd, body)
             if self.fsync:
                 os.fsync(fd)
@@ -256,8 +270,8 @@ class Spool:
             raise
         finally:
             self._open_fds.discard(fd)
-            os.close(fd)
-        return SealResult(name, evicted[0], evicted[1])
+            _fs.close_unlocked(fd)
+        return evicted
 
     def _publish(self, tmp: Path, name: BatchName) -> tuple[int, int]:
         day_dir = self._batches / name.day
@@ -321,13 +335,22 @@ class Spool:
         items, used = self._listing()
         if used + incoming <= self.max_bytes:
             return 0, 0
+        # Recording the evictions grows state/dropped.json, which the cap counts too.
+        counts = self._read_drops()
+        try:
+            state_size = self._dropped_path.stat().st_size
+        except FileNotFoundError:
+            state_size = 0
+        growth = 0
         evicted: list[tuple[str, BatchName]] = []
         for path, name in items:
-            if used + incoming <= self.max_bytes:
+            if used + growth + incoming <= self.max_bytes:
                 break
             if self._remove_unclaimed(path):
                 used -= name.n_bytes
                 evicted.append(("cap", name))
+                counts.add("cap", name.n_events, name.n_bytes, name.created_ns, name.created_ns)
+                growth = max(0, len(counts.to_json()) - state_size)
         if evicted:
             self._record_drops(evicted)
         return sum(n.n_events for _, n in evicted), sum(n.n_bytes for _, n in evicted)
@@ -346,7 +369,7 @@ class Spool:
         except FileNotFoundError:
             return False
         finally:
-            os.close(fd)
+            _fs.close_unlocked(fd)
 
     @staticmethod
     def _same_file(fd: int, path: Path) -> bool:
@@ -453,7 +476,7 @@ class Spool:
         finally:
             if not keep:
                 self._open_fds.discard(fd)
-                os.close(fd)
+                _fs.close_unlocked(fd)
 
     def _validate(self, name: BatchName, body: bytes) -> tuple[str | None, bytes]:
         if len(body) != name.n_bytes:
@@ -496,7 +519,7 @@ class Spool:
     def _close_claim(self, claim: Claim) -> None:
         if claim._fd in self._open_fds:
             self._open_fds.discard(claim._fd)
-            os.close(claim._fd)
+            _fs.close_unlocked(claim._fd)
         claim._fd = -1
 
     def _move_locked(self, src: Path, dst: Path) -> None:
@@ -541,6 +564,8 @@ class Spool:
             try:
                 if not _fs.try_lock(fd) or not self._same_file(fd, path):
                     continue  # its writer is alive
+                if _being_created(fd):
+                    continue  # its writer may not have locked it yet
                 body = _read_fd(fd)
                 name = BatchName(m.group(1), int(m.group(2)), len(body))
                 problem, _ = self._validate(name, body)
@@ -552,7 +577,7 @@ class Spool:
                         self._record_drops([("torn", name)])
                 handled += 1
             finally:
-                os.close(fd)
+                _fs.close_unlocked(fd)
         return handled
 
     def purge_expired(self, now_ns: int | None = None) -> int:
@@ -679,7 +704,7 @@ class Spool:
                 except FileNotFoundError:
                     continue
                 try:
-                    if _fs.try_lock(fd) and self._same_file(fd, path):
+                    if _fs.try_lock(fd) and self._same_file(fd, path) and not _being_created(fd):
                         problems.append(f"leftover temporary file of a dead writer: {path}")
                 finally:
                     os.close(fd)
@@ -709,6 +734,12 @@ class Spool:
                 with contextlib.suppress(FileNotFoundError):
                     total += os.lstat(Path(dirpath) / fn).st_size
         return total
+
+
+def _being_created(fd: int) -> bool:
+    """An empty tmp file young enough that its live writer may still be about to lock it."""
+    st = os.fstat(fd)
+    return st.st_size == 0 and time.time() - st.st_mtime < _TMP_BIRTH_GRACE_S
 
 
 def _read_fd(fd: int) -> bytes:

@@ -1,0 +1,321 @@
+"""The ``telemetry-client`` CLI run as a real subprocess against a spool a client filled."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from telemetry_client import Spool, TelemetryClient, TelemetrySettings, _ids
+
+STATUS_KEYS = {
+    "enabled",
+    "endpoint",
+    "spool_dir",
+    "pending_batches",
+    "pending_events",
+    "pending_bytes",
+    "oldest_pending_age_s",
+    "dropped_events",
+    "dead_letter_batches",
+    "disabled_until",
+}
+ENVELOPE_KEYS = {
+    "id",
+    "type",
+    "ts",
+    "session_id",
+    "user_id",
+    "machine_id",
+    "app",
+    "app_version",
+    "seq",
+    "data",
+}
+DAY_NS = 86_400 * 10**9
+TYPES = ("alpha", "beta", "gamma")
+N_EVENTS = 30  # seq 1..30, type TYPES[(seq - 1) % 3]
+
+
+@pytest.fixture(autouse=True)
+def _no_telemetry_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the settings a test passes apply: no TELEMETRY_* or DO_NOT_TRACK from outside."""
+    for name in list(os.environ):
+        if name.upper().startswith("TELEMETRY_") or name.upper() == "DO_NOT_TRACK":
+            monkeypatch.delenv(name)
+
+
+def run_cli(
+    spool_dir: Path, *args: str, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``python -m telemetry_client ARGS`` with TELEMETRY_SPOOL_DIR=spool_dir, stdin not a TTY."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TELEMETRY_")}
+    env.pop("DO_NOT_TRACK", None)
+    env["TELEMETRY_SPOOL_DIR"] = str(spool_dir)
+    env.update(extra_env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "telemetry_client", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def status_json(spool_dir: Path) -> dict[str, Any]:
+    proc = run_cli(spool_dir, "status", "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, proc.stdout
+    info = orjson.loads(lines[0])
+    assert isinstance(info, dict)
+    return info
+
+
+def open_spool(spool_dir: Path) -> Spool:
+    return Spool(spool_dir, max_bytes=256 * 1024**2, fsync=False)
+
+
+@pytest.fixture
+def spool_dir(tmp_path: Path) -> Path:
+    """A spool holding N_EVENTS events (types cycling through TYPES) in several batches."""
+    root = tmp_path / "spool"
+    settings = TelemetrySettings(
+        spool_dir=root,
+        endpoint=None,
+        enabled=True,
+        do_not_track=False,
+        fsync="off",
+        batch_max_events=7,
+        user_id="cli-user",
+    )
+    with TelemetryClient(settings) as client:
+        for seq in range(1, N_EVENTS + 1):
+            client.emit(TYPES[(seq - 1) % 3], {"n": seq, "text": f"event number {seq}"})
+        assert client.flush_sync(timeout=10).ok
+    return root
+
+
+def age_all_batches(root: Path, days: float) -> None:
+    """Re-seal every pending batch under an id (and day directory) ``days`` in the past."""
+    spool = open_spool(root)
+    claims = []
+    while (claim := spool.claim()) is not None:
+        claims.append(claim)
+    for claim in claims:
+        old_id = _ids.batch_id(time.time_ns() - int(days * DAY_NS))
+        spool.seal(claim.body, claim.n_events, batch_id=old_id)
+        spool.ack(claim)
+
+
+# --- status ---------------------------------------------------------------------------------------
+
+
+def test_status_json_has_the_contract_keys_and_counts(spool_dir: Path) -> None:
+    """status --json prints one object with the §7 keys describing the spool."""
+    info = status_json(spool_dir)
+    assert set(info) >= STATUS_KEYS
+    pending = open_spool(spool_dir).pending()
+    assert info["enabled"] is True
+    assert info["endpoint"] is None
+    assert info["spool_dir"] == str(spool_dir)
+    assert info["pending_events"] == N_EVENTS
+    assert info["pending_batches"] == pending.batches
+    assert info["pending_batches"] >= N_EVENTS // 7
+    assert info["pending_bytes"] == pending.bytes
+    assert info["pending_bytes"] > 0
+    assert isinstance(info["oldest_pending_age_s"], (int, float))
+    assert 0 <= info["oldest_pending_age_s"] < 600
+    assert info["dropped_events"] == 0
+    assert info["dead_letter_batches"] == 0
+    assert info["disabled_until"] is None
+
+
+def test_status_human_shows_spool_and_pending(spool_dir: Path) -> None:
+    """status without --json prints readable lines: enabled, spool dir and pending counts."""
+    proc = run_cli(spool_dir, "status")
+    assert proc.returncode == 0, proc.stderr
+    assert "enabled" in proc.stdout
+    assert str(spool_dir) in proc.stdout
+    batches = open_spool(spool_dir).pending().batches
+    assert f"{N_EVENTS} events in {batches} batches" in proc.stdout
+
+
+def test_status_on_a_missing_spool_does_not_create_it(tmp_path: Path) -> None:
+    """status, status --json and tail on a spool that does not exist leave it uncreated."""
+    missing = tmp_path / "nowhere" / "spool"
+    info = status_json(missing)
+    assert info["pending_events"] == 0
+    assert info["pending_batches"] == 0
+    assert info["oldest_pending_age_s"] is None
+    for args in (("status",), ("tail", "-n", "5"), ("purge", "--all", "--yes")):
+        proc = run_cli(missing, *args)
+        assert proc.returncode == 0, (args, proc.stderr)
+    assert not missing.exists()
+    assert not missing.parent.exists()
+
+
+# --- tail -----------------------------------------------------------------------------------------
+
+
+def test_tail_json_prints_the_newest_envelopes_in_order(spool_dir: Path) -> None:
+    """tail -n 4 --json prints the 4 newest events, one valid envelope per line, oldest first."""
+    proc = run_cli(spool_dir, "tail", "-n", "4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 4
+    tail = [orjson.loads(line) for line in lines]
+    for event in tail:
+        assert set(event) == ENVELOPE_KEYS
+        assert event["user_id"] == "cli-user"
+    assert [e["seq"] for e in tail] == list(range(N_EVENTS - 3, N_EVENTS + 1))
+    assert [e["data"]["n"] for e in tail] == list(range(N_EVENTS - 3, N_EVENTS + 1))
+
+
+def test_tail_filters_by_type(spool_dir: Path) -> None:
+    """tail --type T prints only (the newest) events of type T."""
+    proc = run_cli(spool_dir, "tail", "--type", "beta", "-n", "100", "--json")
+    assert proc.returncode == 0, proc.stderr
+    tail = [orjson.loads(line) for line in proc.stdout.splitlines()]
+    expected = [seq for seq in range(1, N_EVENTS + 1) if TYPES[(seq - 1) % 3] == "beta"]
+    assert [e["seq"] for e in tail] == expected
+    assert {e["type"] for e in tail} == {"beta"}
+
+    proc = run_cli(spool_dir, "tail", "--type", "gamma", "-n", "2", "--json")
+    assert [orjson.loads(line)["seq"] for line in proc.stdout.splitlines()] == [27, 30]
+
+
+def test_tail_human_prints_one_line_per_event(spool_dir: Path) -> None:
+    """tail -n 3 (no --json) prints 3 readable lines naming each event's type."""
+    proc = run_cli(spool_dir, "tail", "-n", "3")
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 3
+    for line, seq in zip(lines, range(N_EVENTS - 2, N_EVENTS + 1), strict=True):
+        assert TYPES[(seq - 1) % 3] in line
+        assert f"event number {seq}" in line
+
+
+def test_tail_of_unknown_type_prints_nothing(spool_dir: Path) -> None:
+    """tail --type for a type never emitted prints nothing and exits 0."""
+    proc = run_cli(spool_dir, "tail", "--type", "nope", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+
+
+# --- purge ----------------------------------------------------------------------------------------
+
+
+def test_purge_all_yes_deletes_everything(spool_dir: Path) -> None:
+    """purge --all --yes removes every pending batch."""
+    proc = run_cli(spool_dir, "purge", "--all", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    assert str(N_EVENTS) in proc.stdout
+    info = status_json(spool_dir)
+    assert info["pending_events"] == 0
+    assert info["pending_batches"] == 0
+    assert open_spool(spool_dir).claim() is None
+
+
+def test_purge_without_yes_in_a_non_tty_refuses(spool_dir: Path) -> None:
+    """purge --all without --yes and no TTY refuses (non-zero exit) and deletes nothing."""
+    before = sorted(p.name for p in spool_dir.rglob("*.jsonl.zst"))
+    proc = run_cli(spool_dir, "purge", "--all")
+    assert proc.returncode != 0
+    assert "refus" in (proc.stdout + proc.stderr).lower()
+    assert sorted(p.name for p in spool_dir.rglob("*.jsonl.zst")) == before
+    assert status_json(spool_dir)["pending_events"] == N_EVENTS
+
+
+def test_purge_older_than_deletes_only_old_batches(spool_dir: Path, tmp_path: Path) -> None:
+    """purge --older-than 1 --yes removes batches older than a day and keeps recent ones."""
+    age_all_batches(spool_dir, days=3)  # within the 7-day retention, older than 1 day
+    with TelemetryClient(
+        TelemetrySettings(spool_dir=spool_dir, endpoint=None, enabled=True, fsync="off")
+    ) as client:
+        client.emit("fresh", {"n": 1})
+        assert client.flush_sync(timeout=10).ok
+    assert status_json(spool_dir)["pending_events"] == N_EVENTS + 1
+
+    proc = run_cli(spool_dir, "purge", "--older-than", "1", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    info = status_json(spool_dir)
+    assert info["pending_events"] == 1
+    assert info["pending_batches"] == 1
+    tail = run_cli(spool_dir, "tail", "--json").stdout.splitlines()
+    assert [orjson.loads(line)["type"] for line in tail] == ["fresh"]
+
+
+def test_purge_dead_letter_deletes_only_dead_letters(spool_dir: Path) -> None:
+    """purge --dead-letter --yes removes dead-lettered batches and keeps pending ones."""
+    spool = open_spool(spool_dir)
+    claim = spool.claim()
+    assert claim is not None
+    dead_events = claim.n_events
+    spool.dead_letter(claim)
+    info = status_json(spool_dir)
+    assert info["dead_letter_batches"] == 1
+    assert info["pending_events"] == N_EVENTS - dead_events
+
+    proc = run_cli(spool_dir, "purge", "--dead-letter", "--yes")
+    assert proc.returncode == 0, proc.stderr
+    info = status_json(spool_dir)
+    assert info["dead_letter_batches"] == 0
+    assert info["pending_events"] == N_EVENTS - dead_events
+
+
+# --- configuration errors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("status",), ("status", "--json"), ("tail", "-n", "3"), ("purge", "--all", "--yes")],
+    ids=" ".join,
+)
+def test_bad_configuration_exits_2_naming_the_variable(spool_dir: Path, args: tuple[str]) -> None:
+    """An invalid TELEMETRY_* value makes any command exit 2 with one stderr line naming it."""
+    proc = run_cli(spool_dir, *args, extra_env={"TELEMETRY_SPOOL_MAX_BYTES": "banana"})
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "TELEMETRY_SPOOL_MAX_BYTES" in lines[0]
+    assert "banana" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert open_spool(spool_dir).pending().events == N_EVENTS
+
+
+# --- demo -----------------------------------------------------------------------------------------
+
+
+def test_demo_runs_and_prints_status_and_tail(tmp_path: Path) -> None:
+    """``python -m telemetry_client demo`` exits 0 and shows status and tail of its spool."""
+    proc = run_cli(tmp_path / "unused-spool", "demo")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "$ telemetry-client status" in out
+    assert "$ telemetry-client tail" in out
+    assert "pending:" in out
+    assert "chat_turn" in out or "custom_metric" in out
+    assert "hunter2" not in out  # the demo's password is redacted before it is spooled
+    assert not (tmp_path / "unused-spool").exists()
+
+
+def test_demo_keeps_its_spool_when_asked(tmp_path: Path) -> None:
+    """demo --spool-dir DIR leaves the recorded session in DIR for status/tail."""
+    target = tmp_path / "demo-spool"
+    proc = run_cli(tmp_path / "unused", "demo", "--spool-dir", str(target))
+    assert proc.returncode == 0, proc.stderr
+    info = status_json(target)
+    assert info["pending_events"] > 0
+    tail = run_cli(target, "tail", "-n", "100", "--json").stdout.splitlines()
+    types_seen = {orjson.loads(line)["type"] for line in tail}
+    assert {"session_start", "chat_turn", "tool_call", "file_operation"} <= types_seen
