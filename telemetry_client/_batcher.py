@@ -426,4 +426,5 @@ class Batcher:
         enc = self._encoder
         out["coerced"] = dict(enc.coerced) if enc else {}
         out["redacted"] = enc.redacted if enc else 0
+        out["encode_errors"] = enc.failed if enc else 0
         return out

@@ -119,7 +119,11 @@ class Encoder:
         try:
             if isinstance(kind, Event):
                 etype = kind.TYPE
+                extra = data
                 data = payload_of(kind)
+                if extra is not None:  # emit(typed, {...}): extra fields, typed ones win
+                    for k, v in extra.items() if isinstance(extra, Mapping) else [("value", extra)]:
+                        data.setdefault(k, v)
             else:
                 etype = kind if kind in self._type_ok else self._check_type(kind)
             return self._encode(etype, data, ts_ns, seq, session_id, user_id)

@@ -217,7 +217,7 @@ class Spool:
         # One batch in tmp/ at a time per instance (invariant 2), even when the writer thread
         # and an emitting thread doing a backpressure hand-off seal concurrently.
         self._seal_lock = threading.Lock()
-        self._dctx = zstandard.ZstdDecompressor()
+        self._local = threading.local()  # zstd contexts are not thread-safe: one per thread
 
     # -- lifecycle ------------------------------------------------------------------
 
@@ -482,13 +482,19 @@ class Spool:
         if len(body) != name.n_bytes:
             return f"size {len(body)} != {name.n_bytes} in its name", b""
         try:
-            raw = self._dctx.decompress(body, max_output_size=_MAX_DECOMPRESSED)
+            raw = self._decompressor().decompress(body, max_output_size=_MAX_DECOMPRESSED)
         except zstandard.ZstdError as exc:
             return f"not a valid zstd frame ({exc})", b""
         lines = raw.count(b"\n")
         if lines != name.n_events or (raw and not raw.endswith(b"\n")):
             return f"{lines} lines, name says {name.n_events}", b""
         return None, raw
+
+    def _decompressor(self) -> zstandard.ZstdDecompressor:
+        dctx: zstandard.ZstdDecompressor | None = getattr(self._local, "dctx", None)
+        if dctx is None:
+            dctx = self._local.dctx = zstandard.ZstdDecompressor()
+        return dctx
 
     def ack(self, claim: Claim) -> None:
         """The batch was delivered: remove it (we still hold its lock)."""
