@@ -107,6 +107,7 @@ class Encoder:
         self._user_id = user_id
         self._session_id = session_id
         self._type_ok: set[str] = set()
+        self._middle: dict[tuple[str | None, str | None], bytes] = {}
         self.coerced: Counter[str] = Counter()
         self.redacted = 0
         self.failed = 0
@@ -191,23 +192,55 @@ class Encoder:
                 data = {"value": data}
         redactor = self._redactor
         secret_key = False
-        line: bytes | None = None
+        body: bytes | None = None
         if self._fast_ok(data, 0):
             try:
-                line = orjson.dumps(self._envelope(etype, data, ts_ns, seq, sid, uid))
+                body = orjson.dumps(data)
             except (TypeError, orjson.JSONEncodeError):
-                line = None
+                body = None
         else:
             secret_key = self._has_secret_key
-        if line is None:
+        if body is None:
             data = self._coerce(data, 0, set())
-            line = orjson.dumps(self._envelope(etype, data, ts_ns, seq, sid, uid))
-        if secret_key or redactor.maybe_secret(line):
+            body = orjson.dumps(data)
+        if secret_key or redactor.maybe_secret(body):
             clean, n = redactor.redact(data)
             if n:
                 self.redacted += n
-                line = orjson.dumps(self._envelope(etype, clean, ts_ns, seq, sid, uid))
-        return line
+                body = orjson.dumps(clean)
+        return self._line(etype, body, ts_ns, seq, sid, uid)
+
+    def _line(
+        self, etype: str, body: bytes, ts_ns: int, seq: int, sid: str | None, uid: str | None
+    ) -> bytes:
+        """The envelope around an already serialised ``data``, built as bytes (hot path).
+
+        The per-(session, user) middle of the envelope is serialised once and cached.
+        ``etype`` is validated snake_case, ids and timestamps are hex/digits: no escaping.
+        """
+        key = (sid, uid)
+        middle = self._middle.get(key)
+        if middle is None:
+            middle = orjson.dumps(
+                {
+                    "session_id": sid or self._session_id,
+                    "user_id": uid or self._user_id,
+                    "machine_id": self._machine_id,
+                    "app": self._app,
+                    "app_version": self._app_version,
+                }
+            )[1:-1]
+            if len(self._middle) >= 1024:
+                self._middle.clear()
+            self._middle[key] = middle
+        return b'{"id":"%b","type":"%b","ts":"%b",%b,"seq":%d,"data":%b}' % (
+            _ids.event_id(ts_ns).encode(),
+            etype.encode(),
+            format_ts(ts_ns).encode(),
+            middle,
+            seq,
+            body,
+        )
 
     _has_secret_key = False
 

@@ -37,8 +37,19 @@ def _fmt(value: int) -> str:
 
 
 def event_id(ts_ns: int) -> str:
-    """A UUIDv7 string for an event emitted at ``ts_ns`` (nanoseconds since the epoch)."""
-    return _fmt(_uuid7_int(ts_ns, _rng.getrandbits(62)))
+    """A UUIDv7 string for an event emitted at ``ts_ns`` (nanoseconds since the epoch).
+
+    Formatted in one ``%`` operation (hot path: once per event on the writer thread).
+    """
+    ms, rem_ns = divmod(ts_ns, 1_000_000)
+    rand = _rng.getrandbits(62)
+    return "%08x-%04x-%04x-%04x-%012x" % (  # noqa: UP031 - measurably faster than f-strings here
+        (ms >> 16) & 0xFFFF_FFFF,
+        ms & 0xFFFF,
+        0x7000 | (rem_ns * 4096) // 1_000_000,
+        0x8000 | rand >> 48,
+        rand & 0xFFFF_FFFF_FFFF,
+    )
 
 
 def batch_id(ts_ns: int | None = None) -> str:
