@@ -43,7 +43,7 @@ __all__ = ["Batcher", "FlushMarker"]
 
 HANDOFF_CHUNK = 64
 WRITER_CHUNK = 32  # ~1 ms of encoding: bounds how long an emitter can wait on the lock
-MAX_QUEUED_BATCHES = 8
+MAX_QUEUED_BATCHES = 16  # cut batches waiting for the writer before an emitter writes one itself
 MAX_FAILED_BATCHES = 4
 RETRY_FAILED_AFTER_S = 1.0
 ZSTD_LEVEL = 3
@@ -129,6 +129,9 @@ class Batcher:
         self._sealq: deque[_Cut] = deque()
         self._failed: deque[_Cut] = deque()
         self._thread: threading.Thread | None = None
+        self._sealer: threading.Thread | None = None
+        self.seal_wake = threading.Event()
+        self._writer_done = False
         self._stopping = False
         self._opened = False
 
@@ -143,18 +146,30 @@ class Batcher:
         if self._thread is not None:
             return
         self._stopping = False
+        self._writer_done = False
         t = threading.Thread(target=self._run, name="telemetry-spool-writer", daemon=True)
         self._thread = t
+        # Compression and disk writes release the GIL: a second thread lets them overlap
+        # with encoding (which does not), using the machine's second core.
+        sealer = threading.Thread(target=self._seal_run, name="telemetry-spool-sealer", daemon=True)
+        self._sealer = sealer
         t.start()
+        sealer.start()
 
     def stop(self, timeout: float) -> bool:
         """Drain everything to disk and stop the thread; False if it did not finish in time."""
         t = self._thread
         if t is None:
             return True
+        deadline = time.monotonic() + timeout
         self._stopping = True
         self.wake.set()
         t.join(timeout)
+        sealer = self._sealer
+        if sealer is not None:
+            self.seal_wake.set()
+            sealer.join(max(0.0, deadline - time.monotonic()))
+            return not t.is_alive() and not sealer.is_alive()
         return not t.is_alive()
 
     def after_fork_in_child(self) -> None:
@@ -192,7 +207,7 @@ class Batcher:
             # No writer (not started, or stopping): do the work here.
             deadline = time.monotonic() + timeout
             while not marker.done.is_set() and time.monotonic() < deadline:
-                if not self._work_once(final=True):
+                if not self._work_once(final=True, write=True):
                     break
         return marker.done.wait(timeout)
 
@@ -215,14 +230,42 @@ class Batcher:
                 self.wake.wait(timeout)
                 self.wake.clear()
                 final = self._stopping
-                while self._work_once(final=final):
+                while self._work_once(final=final, write=False):
                     pass
-                if final and not self.buffer and not self._sealq and not self._lines:
-                    self._give_up_failed()
+                if final and not self.buffer and not self._lines:
+                    self._writer_done = True
+                    self.seal_wake.set()
                     return
             except Exception as exc:  # pragma: no cover - the loop must never die
                 self._log.error("writer-loop", "telemetry writer: unexpected error: %r", exc)
                 time.sleep(0.1)
+
+    def _seal_run(self) -> None:
+        """The sealer thread: compress and write cut batches, retry failed writes."""
+        while True:
+            try:
+                self.seal_wake.wait(RETRY_FAILED_AFTER_S if self._failed else 1.0)
+                self.seal_wake.clear()
+                done = self._writer_done
+                while self._seal_step(final=done):
+                    pass
+                if done and not self._sealq:
+                    self._give_up_failed()
+                    return
+            except Exception as exc:  # pragma: no cover - the loop must never die
+                self._log.error("sealer-loop", "telemetry sealer: unexpected error: %r", exc)
+                time.sleep(0.1)
+
+    def _seal_step(self, *, final: bool) -> bool:
+        if self._sealq:
+            self._write_one()
+            return True
+        if self._failed and (
+            final or time.monotonic() - self._failed[0].failed_at >= RETRY_FAILED_AFTER_S
+        ):
+            # One retry per step; a failing disk must not make the loop spin.
+            return self._write_cut(self._failed.popleft())
+        return False
 
     def _open_spool(self) -> None:
         try:
@@ -236,14 +279,15 @@ class Batcher:
     def _next_timeout(self) -> float:
         if self._stopping:
             return 0.0
-        if self._failed:
-            return RETRY_FAILED_AFTER_S
         if self._lines:
             return max(0.0, self._first_mono + self._linger_s - time.monotonic())
         return 1.0
 
-    def _work_once(self, *, final: bool) -> bool:
-        """One step of draining; True while there may be more to do right now."""
+    def _work_once(self, *, final: bool, write: bool = True) -> bool:
+        """One step of draining; True while there may be more to do right now.
+
+        ``write=False`` on the writer thread: the sealer thread does the writing.
+        """
         progressed = False
         if self.buffer:
             self._encode_chunk(WRITER_CHUNK)
@@ -255,14 +299,8 @@ class Batcher:
             with self._batch_lock:
                 self._cut_locked()
             progressed = True
-        if self._sealq:
-            self._write_one()
-            progressed = True
-        elif self._failed and (
-            final or time.monotonic() - self._failed[0].failed_at >= RETRY_FAILED_AFTER_S
-        ):
-            # One retry per step; a failing disk must not make the loop spin.
-            progressed = self._write_cut(self._failed.popleft()) or progressed
+        if write:
+            progressed = self._seal_step(final=final) or progressed
         return progressed
 
     def _give_up_failed(self) -> None:
@@ -316,6 +354,7 @@ class Batcher:
         self._lines = []
         self._nbytes = 0
         self._sealq.append(cut)
+        self.seal_wake.set()
 
     def _attach_marker(self, marker: FlushMarker) -> None:
         with self._state_lock:
