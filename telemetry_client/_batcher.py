@@ -8,8 +8,8 @@ Data path::
 ``emit()`` only appends a tuple to a deque (a few hundred nanoseconds). The writer thread
 pops records in chunks, encodes them into the current batch, and cuts the batch when it
 holds ``batch_max_events`` events or ``batch_max_bytes`` bytes, or when its oldest event
-has waited ``linger`` in memory. Compression (which releases the GIL) and disk writes
-happen outside the batch lock.
+has waited ``linger`` in memory. A second, sealer thread compresses cut batches and writes
+them (both release the GIL, so they overlap with encoding), outside the batch lock.
 
 Backpressure: when the buffer holds ``buffer_max`` records, the emitting thread does a
 bounded slice of the writer's work itself (encodes one chunk of ``HANDOFF_CHUNK`` records,
