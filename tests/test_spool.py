@@ -83,13 +83,16 @@ def batch_path(spool: Spool, name: BatchName) -> Path:
     return spool.root / "batches" / name.day / name.filename
 
 
-def drain(spool: Spool) -> list[Claim]:
+def drain(spool: Spool, limit: int = 10_000) -> list[Claim]:
     """Claim and ack everything claimable; returns the claims in claim order."""
     out = []
-    while (claim := spool.claim()) is not None:
+    for _ in range(limit):  # bounded: a broken ack must fail the test, not hang it
+        claim = spool.claim()
+        if claim is None:
+            return out
         out.append(claim)
         spool.ack(claim)
-    return out
+    raise AssertionError(f"still claiming after {limit} acks")
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -146,7 +149,7 @@ def test_claim_returns_oldest_first_and_ack_removes(spool: Spool) -> None:
     for ts, tag, n in reversed(specs):  # sealed newest first: order cannot come from insertion
         names[tag], _ = seal_n(spool, n, ts_ns=ts, tag=tag)
     seen = []
-    while (claim := spool.claim()) is not None:
+    while (claim := spool.claim()) is not None and len(seen) < 10:
         seen.append(claim.batch_id)
         assert claim.path.exists()
         spool.ack(claim)
@@ -201,6 +204,66 @@ def test_claim_is_exclusive_across_instances_and_threads(spool: Spool) -> None:
     for claim, owner in ((back, other), (theirs, other), (threaded, spool)):
         owner.ack(claim)
     assert spool.pending().batches == 0
+    assert spool.check() == []
+
+
+def test_batch_acked_between_anothers_open_and_lock_is_not_handed_out(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claimer that opened a batch just before its holder acked it must not claim it again."""
+    seal_n(spool, 1)
+    first = spool.claim()
+    assert first is not None
+    real_try_lock = spool_fs.try_lock
+    acked = []
+
+    def try_lock_after_ack(fd: int) -> bool:
+        if not acked:  # the holder acks (unlink + unlock) between our open() and flock()
+            acked.append(first.batch_id)
+            spool.ack(first)
+        return real_try_lock(fd)
+
+    monkeypatch.setattr(spool_fs, "try_lock", try_lock_after_ack)
+    other = Spool(spool.root, max_bytes=BIG, fsync=False)
+    assert other.claim() is None  # the lock succeeds, but on a deleted file
+    assert acked == [first.batch_id]
+    monkeypatch.undo()
+    assert spool.check() == []
+
+
+def test_one_batch_in_tmp_at_a_time_per_spool(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threads sealing through one Spool write one batch at a time (invariant 2: one in flight)."""
+    real_write_all = spool_fs.write_all
+    in_first, release_first = threading.Event(), threading.Event()
+    tmp_files_seen: list[int] = []
+
+    def write_all(fd: int, data: Any) -> None:
+        tmp_files_seen.append(len(os.listdir(spool.root / "tmp")))
+        if threading.current_thread().name == "first-sealer":
+            in_first.set()
+            assert release_first.wait(30)
+        real_write_all(fd, data)
+
+    monkeypatch.setattr(spool_fs, "write_all", write_all)
+    first = threading.Thread(target=seal_n, args=(spool, 1), name="first-sealer")
+    second = threading.Thread(target=seal_n, args=(spool, 2), name="second-sealer")
+    first.start()
+    try:
+        assert in_first.wait(30)
+        second.start()
+        second.join(timeout=0.5)  # a deadline for what must NOT happen: it waits for the first
+        assert second.is_alive(), "a second batch was written while the first was in tmp/"
+    finally:
+        release_first.set()
+        first.join(timeout=30)
+        if second.ident is not None:
+            second.join(timeout=30)
+    assert not first.is_alive()
+    assert not second.is_alive()
+    assert tmp_files_seen == [1, 1]
+    assert spool.pending().events == 3
     assert spool.check() == []
 
 
@@ -324,6 +387,13 @@ def _truncate_and_fix_size(path: Path, name: BatchName) -> BatchName:
     return fixed
 
 
+def _appended(path: Path, name: BatchName) -> BatchName:
+    """Bytes after the frame (decompression alone ignores them): only the size check sees it."""
+    with open(path, "ab") as f:
+        f.write(b"trailing junk")
+    return name
+
+
 def _wrong_count(path: Path, name: BatchName) -> BatchName:
     wrong = BatchName(name.batch_id, name.n_events + 1, name.n_bytes)
     os.rename(path, path.with_name(wrong.filename))
@@ -332,8 +402,8 @@ def _wrong_count(path: Path, name: BatchName) -> BatchName:
 
 @pytest.mark.parametrize(
     "corrupt",
-    [_flip_middle, _truncate, _truncate_and_fix_size, _wrong_count],
-    ids=["flipped-bytes", "truncated", "truncated-size-fixed", "wrong-line-count"],
+    [_flip_middle, _truncate, _truncate_and_fix_size, _appended, _wrong_count],
+    ids=["flipped-bytes", "truncated", "truncated-size-fixed", "appended", "wrong-line-count"],
 )
 def test_corrupt_batch_is_quarantined_not_returned(
     spool: Spool, corrupt: Callable[[Path, BatchName], BatchName], caplog: pytest.LogCaptureFixture
@@ -443,11 +513,12 @@ def test_tmp_file_locked_by_a_live_writer_is_left_alone(spool: Spool) -> None:
 # --- 5. permissions -------------------------------------------------------------------------------
 
 
-def test_every_dir_0700_and_file_0600_even_under_umask_000(
-    settings_factory: SettingsFactory,
+@pytest.mark.parametrize("umask", [0o000, 0o277], ids=["umask-000", "umask-277"])
+def test_every_dir_0700_and_file_0600_whatever_the_umask(
+    settings_factory: SettingsFactory, umask: int
 ) -> None:
-    """With umask 000, a client's spool (batches, lock, state, day dirs) is owner-only."""
-    old = os.umask(0)
+    """Under umask 000 (nothing masked) or 277 (owner bits masked) every dir is 0700, file 0600."""
+    old = os.umask(umask)
     try:
         settings = settings_factory(
             spool_max_bytes=64 * 1024, batch_max_bytes=4096, linger_ms=5, redact=False
@@ -501,6 +572,16 @@ def test_cap_holds_under_a_50mb_burst_and_every_event_is_accounted(
         return real_seal(body, n, **kw)
 
     monkeypatch.setattr(spool, "seal", recording_seal)
+    real_open_new = spool_fs.open_new
+    tmp_files_at_once = [0]
+
+    def counting_open_new(path: Path) -> int:
+        fd = real_open_new(path)
+        if path.parent == spool.root / "tmp":  # a batch starts being written: any other?
+            tmp_files_at_once[0] = max(tmp_files_at_once[0], len(os.listdir(path.parent)))
+        return fd
+
+    monkeypatch.setattr(spool_fs, "open_new", counting_open_new)
     peak, samples, stop = [0], [0], threading.Event()
 
     def sample() -> None:
@@ -530,6 +611,9 @@ def test_cap_holds_under_a_50mb_burst_and_every_event_is_accounted(
     # is replaced through a temp copy, so for an instant two copies exist.
     state_slack = (spool.root / "state" / "dropped.json").stat().st_size
     assert peak[0] <= cap + largest[0] + state_slack, (peak[0], cap, largest[0], state_slack)
+    # Invariant 2 allows one batch in flight per process; the writer thread and an emitting
+    # thread doing a hand-off must not write two at once (sampling alone can miss that).
+    assert tmp_files_at_once[0] == 1
     assert evicted > 0
     assert present + evicted == n_events == stats["emitted"]
     assert stats["evicted"] == evicted
@@ -549,7 +633,8 @@ def noisy_body(n: int, tag: str) -> bytes:
 def test_seal_evicts_the_oldest_unclaimed_data_to_fit(tmp_path: Path) -> None:
     """At the cap, seal evicts oldest-first, skipping claimed batches, and stays within the cap."""
     now = time.time_ns()
-    bodies = [noisy_body(4, f"b{k}") for k in range(4)]
+    bodies = [noisy_body(4, f"b{k}") for k in range(3)]
+    bodies.append(bodies[1])  # as big as the batch it should evict
     headroom = 1024  # room for state/dropped.json, less than a batch
     assert min(map(len, bodies)) > headroom
     cap = len(bodies[0]) + len(bodies[1]) + len(bodies[2]) + headroom
@@ -580,7 +665,8 @@ def test_seal_evicts_the_oldest_unclaimed_data_to_fit(tmp_path: Path) -> None:
 def test_eviction_makes_room_for_the_loss_counters_too(tmp_path: Path) -> None:
     """Filled to the byte, an eviction also budgets state/dropped.json: usage stays <= cap."""
     now = time.time_ns()
-    bodies = [noisy_body(3, f"e{k}") for k in range(3)]
+    first = noisy_body(3, "e0")
+    bodies = [first, noisy_body(3, "e1"), first]  # the third as big as the one it evicts
     cap = len(bodies[0]) + len(bodies[1])  # exactly two fit, with no byte to spare
     spool = Spool(tmp_path / "spool", max_bytes=cap, fsync=False)
     spool.open()
@@ -727,13 +813,28 @@ def test_disk_fault_is_counted_logged_once_and_survived(
     assert spool.check() == []
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def _permissions_enforced(tmp_path: Path) -> bool:
+    """False for root (or CAP_DAC_OVERRIDE), which may write into a 0500 directory anyway."""
+    probe = tmp_path / "probe"
+    probe.mkdir(mode=0o500)
+    try:
+        (probe / "f").touch()
+    except PermissionError:
+        return True
+    finally:
+        probe.chmod(0o700)
+    return False
+
+
 def test_read_only_spool_dir_is_survived(
     settings_factory: SettingsFactory,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     """A spool made read-only (0500) mid-run: errors counted and logged once; written once fixed."""
+    if not _permissions_enforced(tmp_path):
+        pytest.skip("directory permissions are not enforced for this user (root)")
     caplog.set_level(logging.WARNING, logger="telemetry_client")
     monkeypatch.setattr(_batcher, "RETRY_FAILED_AFTER_S", 0.01)
     settings = settings_factory(
@@ -852,7 +953,7 @@ def test_concurrent_claimers_ack_every_batch_exactly_once(spool: Spool) -> None:
     def worker(sp: Spool) -> int:
         start.wait(timeout=30)
         done = 0
-        while (claim := sp.claim()) is not None:
+        while (claim := sp.claim()) is not None and len(claimed) <= 300:
             claimed.append(claim.batch_id)
             assert claim.events()[0]["type"] == "spool_test"
             sp.ack(claim)

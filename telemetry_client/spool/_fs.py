@@ -125,6 +125,7 @@ def flock(path: Path) -> Iterator[int]:
     """
     fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_CLOEXEC | _O_NOFOLLOW, FILE_MODE)
     try:
+        os.fchmod(fd, FILE_MODE)  # open's mode is filtered by the umask (e.g. 277 -> 0400)
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield fd
     finally:
