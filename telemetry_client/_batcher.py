@@ -122,9 +122,8 @@ class Batcher:
         self._first_ns = 0
         self._last_ns = 0
         self._first_mono = 0.0
-        self._pending_markers: list[FlushMarker] = []
         self._cut_no = 0
-        self._unwritten: set[int] = set()
+        self._unwritten: dict[int, int] = {}  # cut number -> events, until written or lost
         self._waiting_markers: list[FlushMarker] = []
         self._sealq: deque[_Cut] = deque()
         self._failed: deque[_Cut] = deque()
@@ -136,10 +135,6 @@ class Batcher:
         self._opened = False
 
     # -- lifecycle ------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         """Start the writer thread (it opens the spool itself: no disk I/O on the caller)."""
@@ -213,11 +208,10 @@ class Batcher:
 
     def pending_events(self) -> int:
         """Records not yet on disk: buffered, in the current batch, or cut but unwritten."""
-        queued = sum(len(c.lines) for c in list(self._sealq)) + sum(
-            len(c.lines) for c in list(self._failed)
-        )
+        with self._state_lock:
+            cut = sum(self._unwritten.values())  # queued, being written, or failed
         buffered = sum(1 for r in list(self.buffer) if not isinstance(r, FlushMarker))
-        return buffered + len(self._lines) + queued
+        return buffered + len(self._lines) + cut
 
     # -- the writer thread ----------------------------------------------------------------
 
@@ -309,7 +303,7 @@ class Batcher:
             cut = self._failed.popleft()
             with self._state_lock:
                 self.counters.dropped_events += len(cut.lines)
-                self._unwritten.discard(cut.number)
+                self._unwritten.pop(cut.number, None)
                 self._release_markers_locked()
             with contextlib.suppress(OSError):
                 self._spool.record_loss(
@@ -350,7 +344,7 @@ class Batcher:
         with self._state_lock:
             self._cut_no += 1
             cut = _Cut(self._cut_no, self._lines, self._first_ns, self._last_ns)
-            self._unwritten.add(cut.number)
+            self._unwritten[cut.number] = len(cut.lines)
         self._lines = []
         self._nbytes = 0
         self._sealq.append(cut)
@@ -404,7 +398,7 @@ class Batcher:
             else:
                 c.dropped_events += n
             c.evicted_events += result.evicted_events
-            self._unwritten.discard(cut.number)
+            self._unwritten.pop(cut.number, None)
             self._release_markers_locked()
         if result.evicted_events:
             self._log.warning(
@@ -425,7 +419,7 @@ class Batcher:
             if len(self._failed) > MAX_FAILED_BATCHES:
                 dropped = self._failed.popleft()
                 self.counters.dropped_events += len(dropped.lines)
-                self._unwritten.discard(dropped.number)
+                self._unwritten.pop(dropped.number, None)
                 self._release_markers_locked()
         self._log.error(
             "spool-write",

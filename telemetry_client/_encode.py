@@ -138,34 +138,10 @@ class Encoder:
             sid, uid = (
                 None if v is None else self._coerce(v, 0, set()) for v in (session_id, user_id)
             )
-            return orjson.dumps(
-                self._envelope(
-                    "encode_error",
-                    {"error": self._coerce(text[:_REPR_MAX], 0, set())},
-                    ts_ns,
-                    seq,
-                    sid,
-                    uid,
-                )
-            )
+            body = orjson.dumps({"error": self._coerce(text[:_REPR_MAX], 0, set())})
+            return self._line("encode_error", body, ts_ns, seq, sid, uid)
 
     # -- internals ----------------------------------------------------------------
-
-    def _envelope(
-        self, etype: str, data: Any, ts_ns: int, seq: int, sid: str | None, uid: str | None
-    ) -> dict[str, Any]:
-        return {
-            "id": _ids.event_id(ts_ns),
-            "type": etype,
-            "ts": format_ts(ts_ns),
-            "session_id": sid or self._session_id,
-            "user_id": uid or self._user_id,
-            "machine_id": self._machine_id,
-            "app": self._app,
-            "app_version": self._app_version,
-            "seq": seq,
-            "data": data,
-        }
 
     def _check_type(self, kind: Any) -> str:
         if isinstance(kind, str) and _TYPE_RE.match(kind):
@@ -190,21 +166,18 @@ class Encoder:
             else:
                 self.coerced["non_mapping_data"] += 1
                 data = {"value": data}
-        redactor = self._redactor
-        secret_key = False
         body: bytes | None = None
-        if self._fast_ok(data, 0):
+        if self._native(data, 0):
             try:
                 body = orjson.dumps(data)
             except (TypeError, orjson.JSONEncodeError):
                 body = None
-        else:
-            secret_key = self._has_secret_key
         if body is None:
             data = self._coerce(data, 0, set())
             body = orjson.dumps(data)
-        if secret_key or redactor.maybe_secret(body):
-            clean, n = redactor.redact(data)
+        # The prefilter also sees every key name (as ``name":``), so secret keys need no walk.
+        if self._redactor.maybe_secret(body):
+            clean, n = self._redactor.redact(data)
             if n:
                 self.redacted += n
                 body = orjson.dumps(clean)
@@ -242,58 +215,31 @@ class Encoder:
             body,
         )
 
-    _has_secret_key = False
+    def _native(self, obj: Any, depth: int) -> bool:
+        """True when ``obj`` holds only values orjson writes exactly as our rules want.
 
-    def _fast_ok(self, obj: Any, depth: int) -> bool:
-        """True when ``obj`` holds only natively serialisable values and no secret keys.
-
-        Sets ``_has_secret_key`` when it stops because of a secret-looking key, so the
-        caller knows redaction (not coercion) is what is needed.
+        Anything else (floats that are not finite, ints beyond 64 bits, non-str keys, other
+        types, nesting deeper than ``MAX_DEPTH``) sends the payload to the coercing path.
         """
-        self._has_secret_key = False
-        return self._walk(obj, depth)
-
-    def _walk(self, obj: Any, depth: int) -> bool:
         if depth > MAX_DEPTH:
             return False
-        is_secret = self._redactor.is_secret_key
         if type(obj) is dict:
-            for k, v in obj.items():
+            for k in obj:
                 if type(k) is not str:
                     return False
-                if is_secret(k):
-                    self._has_secret_key = True
-                    return False
-                tv = type(v)
-                if tv in _SIMPLE:
-                    if tv is int and not (_INT_MIN <= v <= _INT_MAX):
-                        return False
-                    continue
-                if tv is float:
-                    if not math.isfinite(v):
-                        return False
-                    continue
-                if tv in _CONTAINERS:
-                    if not self._walk(v, depth + 1):
-                        return False
-                    continue
-                return False
-            return True
-        for v in obj:  # list / tuple
+            values: Any = obj.values()
+        else:
+            values = obj  # list / tuple
+        for v in values:
             tv = type(v)
             if tv in _SIMPLE:
                 if tv is int and not (_INT_MIN <= v <= _INT_MAX):
                     return False
-                continue
-            if tv is float:
+            elif tv is float:
                 if not math.isfinite(v):
                     return False
-                continue
-            if tv in _CONTAINERS:
-                if not self._walk(v, depth + 1):
-                    return False
-                continue
-            return False
+            elif tv not in _CONTAINERS or not self._native(v, depth + 1):
+                return False
         return True
 
     def _coerce(self, obj: Any, depth: int, seen: set[int]) -> Any:

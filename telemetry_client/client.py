@@ -240,7 +240,6 @@ class TelemetryClient:
         self._batcher.stop(remaining)
         pending = self._batcher.pending_events()
         _live_clients.discard(self)
-        # pending_events() misses a batch stuck in the middle of its write: trust the flush too.
         return FlushResult(flushed and pending == 0, pending, time.monotonic() - start)
 
     def __enter__(self) -> TelemetryClient:

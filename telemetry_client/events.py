@@ -35,6 +35,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ATTACHMENT_KEY",
+    "ENVELOPE_FIELDS",
     "EVENT_TYPES",
     "BashCommand",
     "BashOutput",
@@ -57,6 +58,20 @@ __all__ = [
     "ToolResult",
     "payload_of",
 ]
+
+#: The keys of every serialised event, in wire order.
+ENVELOPE_FIELDS = (
+    "id",
+    "type",
+    "ts",
+    "session_id",
+    "user_id",
+    "machine_id",
+    "app",
+    "app_version",
+    "seq",
+    "data",
+)
 
 #: Key of an attachment reference inside ``data``:
 #: ``{"$attachment": {"sha256": "<hex>", "size": <raw bytes>, "content_type": "..."}}``.

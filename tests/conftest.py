@@ -1,4 +1,4 @@
-"""Shared test helpers: a clean-environment settings factory and a condition waiter."""
+"""Shared test helpers: clean environments (in-process and for children), a condition waiter."""
 
 from __future__ import annotations
 
@@ -15,12 +15,24 @@ from telemetry_client import TelemetrySettings
 T = TypeVar("T")
 
 
+def _is_telemetry_var(name: str) -> bool:
+    return name.upper().startswith("TELEMETRY_") or name.upper() == "DO_NOT_TRACK"
+
+
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Remove every TELEMETRY_* variable and DO_NOT_TRACK so only explicit settings apply."""
     for name in list(os.environ):
-        if name.upper().startswith("TELEMETRY_") or name.upper() == "DO_NOT_TRACK":
+        if _is_telemetry_var(name):
             monkeypatch.delenv(name)
+
+
+def child_env(spool_dir: Path, **variables: str) -> dict[str, str]:
+    """Environment for a child process: ours minus any telemetry settings, plus these."""
+    env = {k: v for k, v in os.environ.items() if not _is_telemetry_var(k)}
+    env["TELEMETRY_SPOOL_DIR"] = str(spool_dir)
+    env.update(variables)
+    return env
 
 
 @pytest.fixture

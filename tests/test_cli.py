@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,8 +10,9 @@ from typing import Any
 
 import orjson
 import pytest
+from conftest import child_env
 
-from telemetry_client import Spool, TelemetryClient, TelemetrySettings, _ids
+from telemetry_client import Spool, TelemetryClient, TelemetrySettings, _ids, events
 
 STATUS_KEYS = {
     "enabled",
@@ -26,39 +26,22 @@ STATUS_KEYS = {
     "dead_letter_batches",
     "disabled_until",
 }
-ENVELOPE_KEYS = {
-    "id",
-    "type",
-    "ts",
-    "session_id",
-    "user_id",
-    "machine_id",
-    "app",
-    "app_version",
-    "seq",
-    "data",
-}
+ENVELOPE_KEYS = set(events.ENVELOPE_FIELDS)
 DAY_NS = 86_400 * 10**9
 TYPES = ("alpha", "beta", "gamma")
 N_EVENTS = 30  # seq 1..30, type TYPES[(seq - 1) % 3]
 
 
 @pytest.fixture(autouse=True)
-def _no_telemetry_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_telemetry_env(clean_env: None) -> None:
     """Only the settings a test passes apply: no TELEMETRY_* or DO_NOT_TRACK from outside."""
-    for name in list(os.environ):
-        if name.upper().startswith("TELEMETRY_") or name.upper() == "DO_NOT_TRACK":
-            monkeypatch.delenv(name)
 
 
 def run_cli(
     spool_dir: Path, *args: str, extra_env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``python -m telemetry_client ARGS`` with TELEMETRY_SPOOL_DIR=spool_dir, stdin not a TTY."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TELEMETRY_")}
-    env.pop("DO_NOT_TRACK", None)
-    env["TELEMETRY_SPOOL_DIR"] = str(spool_dir)
-    env.update(extra_env or {})
+    env = child_env(spool_dir, **(extra_env or {}))
     return subprocess.run(
         [sys.executable, "-m", "telemetry_client", *args],
         env=env,

@@ -6,16 +6,17 @@ import asyncio
 import dataclasses
 import math
 import os
-import re
 import tempfile
 import threading
-import time
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _coercion import expected, texts
+from _coercion import json_values as _json_values
+from conftest import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,9 +31,6 @@ from telemetry_client import (
     session_context,
 )
 from telemetry_client._batcher import HANDOFF_CHUNK
-
-INT_MIN, INT_MAX = -(2**63), 2**64 - 1
-SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 @pytest.fixture(autouse=True)
@@ -90,48 +88,9 @@ def read_spool(spool: Spool) -> list[dict[str, Any]]:
             spool.release(claim)
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    """Poll until ``predicate()`` is truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.002)
-
-
-def expected(value: Any) -> Any:
-    """The encoder's documented coercions for JSON-ish values."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if INT_MIN <= value <= INT_MAX else str(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        return SURROGATE_RE.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [expected(v) for v in value]
-    return {expected(k): expected(v) for k, v in value.items()}
-
-
 # --- round trip through the real client and spool ------------------------------------------------
 
-texts = st.text() | st.lists(st.characters() | st.characters(categories=["Cs"]), max_size=8).map(
-    "".join
-)
-scalars = (
-    st.none()
-    | st.booleans()
-    | st.floats()
-    | st.integers()
-    | st.integers(min_value=INT_MAX - 1, max_value=INT_MAX + 1)
-    | texts
-)
-json_values = st.recursive(
-    scalars,
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(texts, children, max_size=3),
-    max_leaves=12,
-)
+json_values = _json_values(max_leaves=12)
 event_lists = st.lists(
     st.tuples(
         st.sampled_from(["custom", "chat_turn", "tool_call", "a1_b2"]),
@@ -550,7 +509,7 @@ def test_buffer_stays_bounded_while_the_writer_is_stalled(
     try:
         producer.start()
         # Either the producer finishes, or it ends up writing a batch itself (stalled too).
-        wait_for(
+        wait_until(
             lambda: not producer.is_alive() or producer.ident in entered,
             timeout=20,
             what="producer done or stalled in seal",

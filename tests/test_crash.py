@@ -25,6 +25,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import child_env
 
 from telemetry_client import Spool
 
@@ -42,20 +43,14 @@ def _seed() -> int:
 
 
 def _child_env(spool_dir: Path, extra: dict[str, str]) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.upper().startswith("TELEMETRY_") and k.upper() != "DO_NOT_TRACK"
-    }
-    env.update(
-        TELEMETRY_SPOOL_DIR=str(spool_dir),
+    return child_env(
+        spool_dir,
         TELEMETRY_LINGER_MS=str(LINGER_MS),
         TELEMETRY_SPOOL_MAX_BYTES=str(MAX_BYTES),
         TELEMETRY_USER_ID="crash-test",
         PYTHONUNBUFFERED="1",
+        **extra,
     )
-    env.update(extra)
-    return env
 
 
 @dataclasses.dataclass

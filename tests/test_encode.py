@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 import pydantic
 import pytest
+from _coercion import INT_MAX, INT_MIN, expected, texts
+from _coercion import json_values as _json_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -25,22 +27,9 @@ from telemetry_client._encode import MAX_DEPTH, Encoder, format_ts
 from telemetry_client._redact import Redactor
 
 TS_NS = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z
-ENVELOPE_KEYS = {
-    "id",
-    "type",
-    "ts",
-    "session_id",
-    "user_id",
-    "machine_id",
-    "app",
-    "app_version",
-    "seq",
-    "data",
-}
+ENVELOPE_KEYS = set(events.ENVELOPE_FIELDS)
 UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
-INT_MIN, INT_MAX = -(2**63), 2**64 - 1
-SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def make_encoder(*, redact: bool = True) -> Encoder:
@@ -639,37 +628,7 @@ def test_redaction_disabled_keeps_secrets() -> None:
 # --- round trip ---------------------------------------------------------------------------------
 
 
-def expected(value: Any) -> Any:
-    """The documented coercions, for the JSON-ish domain generated below."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if INT_MIN <= value <= INT_MAX else str(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        return SURROGATE_RE.sub("\ufffd", value)
-    if isinstance(value, list):
-        return [expected(v) for v in value]
-    return {expected(k): expected(v) for k, v in value.items()}
-
-
-integers = (
-    st.integers()
-    | st.integers(min_value=INT_MAX - 2, max_value=INT_MAX + 2)
-    | st.integers(min_value=INT_MIN - 2, max_value=INT_MIN + 2)
-    | st.integers(min_value=-(2**200), max_value=2**200)
-)
-# st.text() alone almost never yields surrogates: mix lone surrogates (category Cs) in on purpose.
-texts = st.text() | st.lists(st.characters() | st.characters(categories=["Cs"]), max_size=12).map(
-    "".join
-)
-scalars = st.none() | st.booleans() | st.floats() | integers | texts
-json_values = st.recursive(
-    scalars,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(texts, children, max_size=4),
-    max_leaves=25,
-)
+json_values = _json_values(max_leaves=25)
 payloads = st.dictionaries(texts, json_values, max_size=6)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from conftest import child_env
 
 from telemetry_client import Spool
 
@@ -28,13 +29,8 @@ WRITER_THREAD = "telemetry-spool-writer"
 def _run_driver(
     tmp_path: Path, *args: object, extra_env: dict[str, str] | None = None
 ) -> dict[str, Any]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.upper().startswith("TELEMETRY_") and k.upper() != "DO_NOT_TRACK"
-    }
-    env.update(
-        TELEMETRY_SPOOL_DIR=str(tmp_path / "spool"),
+    env = child_env(
+        tmp_path / "spool",
         TELEMETRY_SPOOL_MAX_BYTES=str(MAX_BYTES),
         TELEMETRY_LINGER_MS="20",
         TELEMETRY_USER_ID="fork-test",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import child_env
 
 from telemetry_client import Spool
 
@@ -29,19 +30,13 @@ DEADLINE_S = 90.0
 
 
 def _env(spool_dir: Path) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.upper().startswith("TELEMETRY_") and k.upper() != "DO_NOT_TRACK"
-    }
-    env.update(
-        TELEMETRY_SPOOL_DIR=str(spool_dir),
+    return child_env(
+        spool_dir,
         TELEMETRY_SPOOL_MAX_BYTES=str(MAX_BYTES),
         TELEMETRY_BATCH_MAX_EVENTS="50",  # ~400 batches: many seals, claims and acks interleave
         TELEMETRY_LINGER_MS="20",
         TELEMETRY_USER_ID="mp-test",
     )
-    return env
 
 
 def _wait(proc: subprocess.Popen[bytes], deadline: float, what: str) -> tuple[str, str]:

@@ -694,6 +694,24 @@ def test_batch_larger_than_the_cap_is_dropped_and_counted(tmp_path: Path) -> Non
     assert spool.check() == []
 
 
+def test_unreported_losses_are_taken_once_while_totals_persist(tmp_path: Path) -> None:
+    """take_unreported_drops() hands each loss over once (for the collector); totals stay."""
+    spool = Spool(tmp_path / "spool", max_bytes=4096, fsync=False)
+    spool.open()
+    spool.seal(os.urandom(8192), 3)  # dropped: larger than the cap
+    spool.record_loss("disk_error", 5, 100, 1_000, 2_000)
+    taken = spool.take_unreported_drops()
+    assert {r: (v["events"], v["bytes"]) for r, v in taken.items()} == {
+        "cap": (3, 8192),
+        "disk_error": (5, 100),
+    }
+    assert (taken["disk_error"]["first_ns"], taken["disk_error"]["last_ns"]) == (1_000, 2_000)
+    assert spool.take_unreported_drops() == {}
+    reopened = Spool(tmp_path / "spool", max_bytes=4096, fsync=False).dropped()
+    assert (reopened.events, reopened.bytes, reopened.unreported) == (8, 8292, {})
+    assert spool.check() == []
+
+
 # --- 7. retention ---------------------------------------------------------------------------------
 
 

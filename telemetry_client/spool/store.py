@@ -62,6 +62,7 @@ import zstandard
 
 from .. import _ids
 from .._log import logger as _logger
+from ..events import ENVELOPE_FIELDS
 from . import _fs
 
 __all__ = ["BatchName", "Claim", "DropCounts", "PendingStats", "SealResult", "Spool"]
@@ -74,8 +75,6 @@ _MAX_DECOMPRESSED = 1 << 30  # refuse to inflate a (corrupt) frame beyond 1 GiB
 # can take milliseconds when the writer waits for the GIL): recover() and check() leave such
 # a file alone this long, so they never tear (or publish twice) a live writer's batch.
 _TMP_BIRTH_GRACE_S = 60.0
-
-_ENVELOPE_KEYS = ("id", "type", "ts", "session_id", "user_id", "machine_id", "app", "seq", "data")
 
 
 @dataclass(frozen=True, slots=True)
@@ -658,7 +657,7 @@ class Spool:
         ``slack_bytes`` is the allowance over the cap for batches being written right now.
         """
         problems: list[str] = []
-        for dirpath, dirnames, filenames in os.walk(self.root):
+        for dirpath, _dirs, filenames in os.walk(self.root):
             mode = os.stat(dirpath).st_mode & 0o777
             if mode != _fs.DIR_MODE:
                 problems.append(f"directory {dirpath} has mode {mode:o}, expected 700")
@@ -670,7 +669,6 @@ class Spool:
                     continue
                 if st.st_mode & 0o777 != _fs.FILE_MODE:
                     problems.append(f"file {p} has mode {st.st_mode & 0o777:o}, expected 600")
-            del dirnames  # walk everything
         for day in self._days():
             folder = self._batches / day
             for fn in os.listdir(folder):
@@ -696,7 +694,7 @@ class Spool:
                         except orjson.JSONDecodeError:
                             problems.append(f"batch {fn} line {i}: not JSON")
                             break
-                        missing = [k for k in _ENVELOPE_KEYS if k not in ev]
+                        missing = [k for k in ENVELOPE_FIELDS if k not in ev]
                         if missing:
                             problems.append(f"batch {fn} line {i}: missing {missing}")
                             break
