@@ -5,13 +5,12 @@ zstd) -> ``spool`` on disk -> uploader -> collector.
 """
 
 from . import events
+from ._version import __version__
 from .client import FlushResult, TelemetryClient
 from .context import session_context
 from .errors import ClientClosedError, ConfigError, TelemetryError
 from .settings import TelemetrySettings
 from .spool import Spool
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ClientClosedError",

@@ -8,11 +8,12 @@ The private RNG is reseeded in a forked child so parent and child never repeat i
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import time
 
-__all__ = ["batch_id", "event_id", "uuid7_time_ns"]
+__all__ = ["batch_id", "derived_batch_id", "event_id", "uuid7_time_ns"]
 
 _rng = random.Random()
 _VARIANT = 0b10 << 62
@@ -60,6 +61,16 @@ def batch_id(ts_ns: int | None = None) -> str:
     ts = time.time_ns() if ts_ns is None else ts_ns
     rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
     return f"{_uuid7_int(ts, rand):032x}"
+
+
+def derived_batch_id(ts_ns: int, seed: str) -> str:
+    """A UUIDv7-shaped batch id fixed by ``(ts_ns, seed)``: the same inputs, the same id.
+
+    Used where a retry or a repeated step must reuse the id (halves of a split batch,
+    loss reports), so the collector's idempotency check recognises it.
+    """
+    digest = int.from_bytes(hashlib.sha256(seed.encode()).digest()[:8], "big")
+    return f"{_uuid7_int(ts_ns, digest & ((1 << 62) - 1)):032x}"
 
 
 def uuid7_time_ns(value: str) -> int:

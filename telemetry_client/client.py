@@ -46,6 +46,7 @@ from .errors import ClientClosedError
 from .events import Event
 from .settings import TelemetrySettings
 from .spool import Spool
+from .upload import Uploader
 
 __all__ = ["FlushResult", "TelemetryClient"]
 
@@ -104,6 +105,12 @@ class TelemetryClient:
             log=self._log,
         )
         self._buffer_max = s.buffer_max_events
+        self._uploader: Uploader | None = None
+        if s.endpoint:
+            self._uploader = Uploader(
+                spool=self.spool, settings=s, log=self._log, encoder_factory=self._make_encoder
+            )
+        self._kill_switch_drops = 0
         self._start_lock = threading.Lock()
         _live_clients.add(self)
 
@@ -164,6 +171,10 @@ class TelemetryClient:
                 self._drop_after_close()
                 return
             self._ensure_started()
+        up = self._uploader
+        if up is not None and up.disabled_until and up.disabled_until > time.time():
+            self._kill_switch_drops += 1  # the collector's kill switch: collection paused
+            return
         batcher = self._batcher
         buf = batcher.buffer
         buf.append(
@@ -192,6 +203,8 @@ class TelemetryClient:
         with self._start_lock:
             if self._state is _State.UNOPENED:
                 self._batcher.start()
+                if self._uploader is not None:
+                    self._uploader.start()
                 self._state = _State.OPEN
 
     # -- lifecycle (sync) -----------------------------------------------------------------
@@ -215,9 +228,28 @@ class TelemetryClient:
         if self._disabled:
             return FlushResult(True, 0, 0.0)
         limit = self.settings.shutdown_timeout if timeout is None else timeout
+        deadline = start + max(0.0, limit)
         ok = self._batcher.flush(max(0.0, limit))
-        pending = 0 if ok else self._batcher.pending_events()
-        return FlushResult(ok and pending == 0, pending, time.monotonic() - start)
+        if not ok:
+            return FlushResult(False, self._batcher.pending_events(), time.monotonic() - start)
+        if self._uploader is None or self._state is not _State.OPEN:
+            return FlushResult(True, 0, time.monotonic() - start)
+        return self._await_upload(deadline, start)
+
+    def _await_upload(self, deadline: float, start: float) -> FlushResult:
+        """Wait until every batch sealed so far (by any process on the spool) is delivered."""
+        up = self._uploader
+        assert up is not None
+        cutoff = time.time_ns()
+        up.wake()
+        while True:
+            left = self.spool.pending_before(cutoff)
+            if left.batches == 0:
+                return FlushResult(True, 0, time.monotonic() - start)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or up.blocked_reason() is not None or not up.alive:
+                return FlushResult(False, left.events, time.monotonic() - start)
+            up.wait_progress(min(remaining, 0.05))
 
     def close(self, timeout: float | None = None) -> FlushResult:
         """Flush (bounded by ``timeout``, default ``TELEMETRY_SHUTDOWN_TIMEOUT``) and stop.
@@ -235,10 +267,20 @@ class TelemetryClient:
         self._state = _State.CLOSED
         if not was_open and not self._batcher.buffer:
             return FlushResult(True, 0, 0.0)
+        deadline = start + max(0.0, limit)
+        up = self._uploader
+        if up is not None:
+            up.set_deadline(deadline)  # requests from now on end before the deadline
         flushed = self._batcher.flush(limit)
-        remaining = max(0.0, limit - (time.monotonic() - start))
+        remaining = max(0.0, deadline - time.monotonic())
         self._batcher.stop(remaining)
         pending = self._batcher.pending_events()
+        if up is not None:
+            if flushed and pending == 0:
+                result = self._await_upload(deadline, start)
+                pending = result.pending_events
+                flushed = result.ok
+            up.stop(max(0.0, deadline - time.monotonic()))
         _live_clients.discard(self)
         return FlushResult(flushed and pending == 0, pending, time.monotonic() - start)
 
@@ -298,7 +340,10 @@ class TelemetryClient:
         if self._disabled:
             return base
         base.update(self._batcher.describe())
-        base["dropped"] += self._closed_drops
+        if self._uploader is not None:
+            base.update(self._uploader.describe())
+        base["dropped_kill_switch"] = self._kill_switch_drops
+        base["dropped"] += self._closed_drops + self._kill_switch_drops
         base["pending"] = self._batcher.pending_events()
         return base
 
@@ -315,6 +360,8 @@ class TelemetryClient:
     def _after_fork_child(self) -> None:
         self._start_lock = threading.Lock()
         self._batcher.after_fork_in_child()
+        if self._uploader is not None:
+            self._uploader.after_fork_in_child()
         self._seq = itertools.count(1)
         if self._state is _State.OPEN:
             self._state = _State.UNOPENED  # restart lazily in the child

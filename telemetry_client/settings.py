@@ -178,6 +178,25 @@ def _duration(low: float, high: float | None, unit: Literal["ms", "s"]) -> Befor
     return BeforeValidator(check)
 
 
+def _compression(value: Any) -> str:
+    text = _str(value).lower()
+    if text not in {"zstd", "gzip"}:
+        raise ValueError("expected 'zstd' or 'gzip'")
+    return text
+
+
+def _non_negative_float(value: Any) -> float:
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number like 10 or 0.5") from None
+    if not math.isfinite(number) or number < 0:
+        raise ValueError("must be a finite number >= 0 (0 = unlimited)")
+    return number
+
+
 def _fsync(value: Any) -> str:
     text = _str(value).lower()
     if text not in {"batch", "off"}:
@@ -251,6 +270,12 @@ class TelemetrySettings(BaseSettings):
     attachment_max_bytes: Annotated[int, _size(256)] = 32 * MiB
     upload_timeout: Annotated[float, _duration(0.1, 600, "s")] = 10.0
     shutdown_timeout: Annotated[float, _duration(0, 600, "s")] = 5.0
+    upload_compression: Annotated[Literal["zstd", "gzip"], BeforeValidator(_compression)] = "zstd"
+    upload_backoff_initial: Annotated[float, _duration(0.001, 3600, "s")] = 0.5
+    upload_backoff_max: Annotated[float, _duration(0.001, 86400, "s")] = 60.0
+    retry_after_max: Annotated[float, _duration(0, 86400, "s")] = 600.0
+    auth_pause: Annotated[float, _duration(0.001, 86400, "s")] = 300.0
+    replay_rate: Annotated[float, BeforeValidator(_non_negative_float)] = 10.0
     buffer_max_events: Annotated[int, _integer(100, 10_000_000)] = 10_000
     fsync: Annotated[Literal["batch", "off"], BeforeValidator(_fsync)] = "batch"
     redact: Annotated[bool, BeforeValidator(_bool)] = True
@@ -286,6 +311,16 @@ class TelemetrySettings(BaseSettings):
                     "reason": f"TELEMETRY_ATTACHMENT_MAX_BYTES={self.attachment_max_bytes} must be"
                     f" >= TELEMETRY_INLINE_MAX_BYTES={self.inline_max_bytes}: a field moved out"
                     " of an event must fit in an attachment",
+                },
+            )
+        if self.upload_backoff_max < self.upload_backoff_initial:
+            raise PydanticCustomError(
+                _CROSS_FIELD,
+                "{reason}",
+                {
+                    "fields": ("upload_backoff_max", "upload_backoff_initial"),
+                    "reason": f"TELEMETRY_UPLOAD_BACKOFF_MAX={self.upload_backoff_max:g}s must be"
+                    f" >= TELEMETRY_UPLOAD_BACKOFF_INITIAL={self.upload_backoff_initial:g}s",
                 },
             )
         return self

@@ -1,0 +1,139 @@
+"""HTTP I/O for the uploader: one method per request, results as values, never raises.
+
+The only place httpx appears on the client side. Every transport failure is translated
+here, once, into a :class:`SendResult` with ``status=None``; the token lives only in the
+``Authorization`` header of the ``httpx.Client`` and is never part of a result, a log
+line or an exception message.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import httpx
+
+from .._version import __version__
+
+__all__ = ["SendResult", "Sender"]
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """What one request did. ``status`` is ``None`` when no HTTP answer arrived."""
+
+    status: int | None
+    error: str | None = None  # transport failure, e.g. "ConnectTimeout"
+    retry_after: str | None = None  # raw Retry-After header
+    disable: str | None = None  # raw X-Telemetry-Disable header
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status is not None and 200 <= self.status < 300
+
+    def describe(self) -> str:
+        """Short human text for logs and ``status`` (no URL, no token)."""
+        if self.status is None:
+            return f"network error ({self.error})"
+        return f"HTTP {self.status}"
+
+
+class Sender:
+    """Talks to the collector's events and attachments endpoints."""
+
+    def __init__(
+        self,
+        *,
+        endpoint: str,
+        attachments_endpoint: str | None,
+        token: str | None,
+        timeout: float,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.attachments_endpoint = (attachments_endpoint or "").rstrip("/")
+        self.timeout = timeout
+        headers = {"User-Agent": f"telemetry-client/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout),
+            transport=transport,
+            follow_redirects=False,
+            trust_env=True,
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def send_batch(
+        self,
+        body: bytes,
+        *,
+        batch_id: str,
+        encoding: str,
+        timeout: float | None = None,
+    ) -> SendResult:
+        """POST one batch (NDJSON, already compressed with ``encoding``)."""
+        headers = {
+            "Content-Type": "application/x-ndjson",
+            "Content-Encoding": encoding,
+            "Idempotency-Key": batch_id,
+        }
+        return self._request("POST", self.endpoint, body, headers, timeout)
+
+    def has_attachment(self, sha256: str, *, timeout: float | None = None) -> SendResult:
+        """HEAD the attachment: 200 when the collector already has it."""
+        return self._request("HEAD", f"{self.attachments_endpoint}/{sha256}", None, {}, timeout)
+
+    def send_attachment(
+        self,
+        body: bytes,
+        *,
+        sha256: str,
+        content_type: str,
+        encoding: str,
+        timeout: float | None = None,
+    ) -> SendResult:
+        """POST one blob (compressed with ``encoding``); the collector verifies the hash."""
+        headers = {
+            "Content-Type": content_type,
+            "Content-Encoding": encoding,
+            "X-Attachment-SHA256": sha256,
+        }
+        return self._request("POST", self.attachments_endpoint, body, headers, timeout)
+
+    def health(self, url: str, *, timeout: float) -> SendResult:
+        """GET the collector's health URL (used by ``status``)."""
+        return self._request("GET", url, None, {}, timeout)
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: float | None,
+    ) -> SendResult:
+        start = time.monotonic()
+        try:
+            response = self._client.request(
+                method,
+                url,
+                content=body,
+                headers=headers,
+                timeout=httpx.Timeout(self.timeout if timeout is None else timeout),
+            )
+            response.read()
+        except httpx.HTTPError as exc:
+            return SendResult(None, type(exc).__name__, elapsed_s=time.monotonic() - start)
+        except Exception as exc:  # a broken proxy setting, a bad URL: never into the app
+            return SendResult(None, type(exc).__name__, elapsed_s=time.monotonic() - start)
+        return SendResult(
+            response.status_code,
+            retry_after=response.headers.get("Retry-After"),
+            disable=response.headers.get("X-Telemetry-Disable"),
+            elapsed_s=time.monotonic() - start,
+        )
