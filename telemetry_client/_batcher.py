@@ -18,6 +18,12 @@ the producer by at most a few milliseconds per call and nothing is dropped. Memo
 bounded by ``buffer_max`` records plus ``MAX_QUEUED_BATCHES`` cut batches plus
 ``MAX_FAILED_BATCHES`` batches waiting for a failed disk to come back.
 
+Attachments (fields moved out into blobs, see ``_encode.py``) are written by the writer
+thread only: a hand-off that meets a record needing one puts it back at the head of the
+buffer, wakes the writer and ends its slice (later hand-offs skip it until the writer
+took it). While the writer stores a large attachment it holds the batch lock, so a
+hand-off in that moment waits for it, as it waits for any large event being encoded.
+
 Disk failures (full, read-only, permissions) are counted and logged once per cooldown;
 the failed batch is retried, and past ``MAX_FAILED_BATCHES`` the oldest is dropped
 (counted as lost, reason ``disk_error``).
@@ -125,6 +131,7 @@ class Batcher:
         self._cut_no = 0
         self._unwritten: dict[int, int] = {}  # cut number -> events, until written or lost
         self._waiting_markers: list[FlushMarker] = []
+        self._deferred: Record | None = None  # left at the buffer's head for the writer
         self._sealq: deque[_Cut] = deque()
         self._failed: deque[_Cut] = deque()
         self._thread: threading.Thread | None = None
@@ -188,7 +195,7 @@ class Batcher:
         """Buffer full: do one bounded slice of the writer's work on the caller's thread."""
         with self._state_lock:
             self.counters.handoffs += 1
-        self._encode_chunk(HANDOFF_CHUNK)
+        self._encode_chunk(HANDOFF_CHUNK, handoff=True)
         if len(self._sealq) > MAX_QUEUED_BATCHES:
             self._write_one()
         self.wake.set()
@@ -310,12 +317,19 @@ class Batcher:
                     "disk_error", len(cut.lines), len(cut.body or b""), cut.first_ns, cut.last_ns
                 )
 
-    def _encode_chunk(self, limit: int) -> None:
+    def _encode_chunk(self, limit: int, *, handoff: bool = False) -> None:
+        """Encode up to ``limit`` records; ``handoff``: on an emitting thread (no attachments)."""
         with self._batch_lock:
             if self._encoder is None:
                 self._encoder = self._encoder_factory()
-            encode = self._encoder.encode
             buf = self.buffer
+            if handoff:
+                if buf and buf[0] is self._deferred:
+                    return  # the writer will take it (and does the attachment work)
+                encode: Callable[[Record], bytes | None] = self._encoder.encode_inline_only
+            else:
+                self._deferred = None  # the head record, if deferred, is ours now
+                encode = self._encoder.encode
             lines = self._lines
             for _ in range(limit):
                 try:
@@ -327,6 +341,11 @@ class Batcher:
                     self._attach_marker(rec)
                     continue
                 line = encode(rec)  # type: ignore[arg-type]
+                if line is None:  # needs attachment work: the writer's job
+                    buf.appendleft(rec)
+                    self._deferred = rec  # type: ignore[assignment]
+                    self.wake.set()
+                    break
                 if not lines:
                     self._first_mono = time.monotonic()
                     self._first_ns = rec[2]  # type: ignore[index]
@@ -460,4 +479,7 @@ class Batcher:
         out["coerced"] = dict(enc.coerced) if enc else {}
         out["redacted"] = enc.redacted if enc else 0
         out["encode_errors"] = enc.failed if enc else 0
+        out["attachments"] = enc.attachments if enc else 0
+        out["attachments_truncated"] = enc.attachments_truncated if enc else 0
+        out["attachment_errors"] = enc.attachment_errors if enc else 0
         return out

@@ -1,27 +1,38 @@
-"""``telemetry-client demo``: a simulated LLM-agent session recorded into a spool.
+"""``telemetry-client demo``: the whole data path on one machine, on loopback.
 
-Spool-only for now: it emits what a FastAPI agent backend would (session start, chat
-turns, tool calls, a file edit with its diff, an error, a run stream), flushes, and shows
-``status`` and ``tail`` of the resulting spool. The upload leg joins when the uploader does.
+A simulated LLM-agent session (chat turns, tool calls, a file edit with its diff, a large
+tool output that becomes an attachment, an error, a run stream) is recorded while the
+collector is down, so it piles up in the spool; then the reference collector starts
+in-process on a free loopback port, ``flush`` drains the spool, a live client uploads in
+the background, and the demo reads back what the collector stored (and verifies the
+attachment's hash).
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
+import secrets
 import shutil
 import tempfile
-import time
+from collections import Counter
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import httpx
+import orjson
 
 from . import events
-from .cli import _cmd_status, _cmd_tail
+from ._flush import run_flush
+from .cli import _cmd_status
 from .client import TelemetryClient
 from .context import session_context
 from .settings import TelemetrySettings
 
 __all__ = ["run_demo"]
+
+_SESSION = "demo-session-1"
 
 _BEFORE = """def greet(name):
     print("hello " + name)
@@ -35,7 +46,7 @@ _AFTER = '''def greet(name: str) -> str:
 def _simulate(client: TelemetryClient) -> int:
     """Emit one realistic agent session; returns how many events were emitted."""
     n = 0
-    with session_context(session_id="demo-session-1"):
+    with session_context(session_id=_SESSION):
         client.emit(events.SessionStart(app_version="demo", os="linux", python_version="3"))
         n += 1
         for turn in range(3):
@@ -98,32 +109,141 @@ def _simulate(client: TelemetryClient) -> int:
     return n
 
 
+def _big_log() -> str:
+    """A realistic large tool output (~200 KB): goes out of the event as an attachment."""
+    return "".join(
+        f"2026-11-21T10:{i // 60 % 60:02d}:{i % 60:02d}Z test_case_{i} PASSED in 0.{i % 97:02d}s\n"
+        for i in range(4000)
+    )
+
+
+def _step(out: TextIO, text: str) -> None:
+    out.write(f"\n== {text}\n")
+
+
 def run_demo(out: TextIO, *, spool_dir: str | None = None, keep: bool = False) -> int:
-    """Run the demo, printing what happens; returns the exit code."""
-    tmp = None
-    if spool_dir is None:
-        tmp = tempfile.mkdtemp(prefix="telemetry-demo-")
-        spool_dir = str(Path(tmp) / "spool")
-    settings = TelemetrySettings(
+    """Run the end-to-end demo on loopback, printing what happens; returns the exit code."""
+    try:
+        from .collector import CollectorConfig, running_collector
+    except ImportError as exc:  # the [collector] extra is missing
+        out.write(
+            f"the demo needs the collector extra: pip install 'telemetry-client[collector]'"
+            f" ({exc})\n"
+        )
+        return 2
+    tmp = tempfile.mkdtemp(prefix="telemetry-demo-")
+    spool_dir = spool_dir or str(Path(tmp) / "spool")
+    token = secrets.token_urlsafe(24)
+    offline = TelemetrySettings(
         spool_dir=spool_dir, endpoint=None, enabled=True, do_not_track=False
     )
-    out.write(f"telemetry-client demo: spool at {spool_dir}\n\n")
+    out.write(f"telemetry-client demo\nspool: {spool_dir}\n")
     try:
-        started = time.perf_counter()
-        with TelemetryClient(settings) as client:
+        _step(out, "1. an agent session while the collector is unreachable (spool only)")
+        with TelemetryClient(offline) as client:
             n = _simulate(client)
-            result = client.flush_sync(timeout=10)
+            client.emit(
+                events.ToolCall(
+                    tool_name="run_tests",
+                    args={"path": "tests/"},
+                    result=_big_log(),
+                    duration_ms=5312.0,
+                ),
+                session_id=_SESSION,
+            )
+            n += 1
+            client.flush_sync(timeout=10)
             stats = client.stats()
-        took = (time.perf_counter() - started) * 1000
         out.write(
-            f"emitted {n} events of a simulated agent session; flush ok={result.ok} "
-            f"in {took:.0f} ms; spooled={stats['spooled']} redacted={stats['redacted']}\n\n"
+            f"emitted {n} events; spooled={stats['spooled']} redacted={stats['redacted']}"
+            f" attachments={stats.get('attachments', 0)}\n\n$ telemetry-client status\n"
         )
-        out.write("$ telemetry-client status\n")
-        _cmd_status(settings, argparse.Namespace(json=False), out)
-        out.write("\n$ telemetry-client tail -n 8\n")
-        _cmd_tail(settings, argparse.Namespace(json=False, n=8, type=None), out)
-        return 0 if result.ok else 1
+        _cmd_status(offline, argparse.Namespace(json=False), out)
+
+        _step(out, "2. the collector comes up (reference collector on loopback)")
+        config = CollectorConfig(data_dir=Path(tmp) / "collector", tokens=[token])
+        with running_collector(config) as collector:
+            out.write(f"collector listening on {collector.url}\n")
+            online = TelemetrySettings(
+                spool_dir=spool_dir,
+                endpoint=collector.events_url,
+                token=token,
+                enabled=True,
+                do_not_track=False,
+            )
+            out.write("\n$ telemetry-client flush\n")
+            code = run_flush(online, 30.0, out, out)
+            if code != 0:
+                return code
+
+            _step(out, "3. the app keeps running: live events are uploaded in the background")
+            with TelemetryClient(online) as client, session_context(session_id=_SESSION):
+                client.emit(
+                    events.ChatTurn(
+                        model="gpt-4.1",
+                        provider="openai",
+                        user_prompt="Thanks! Anything else?",
+                        assistant_final="All tests pass.",
+                        latency_ms=640,
+                    )
+                )
+                n += 1
+                result = client.flush_sync(timeout=10)
+            out.write(f"flush ok={result.ok} (acknowledged by the collector)\n")
+
+            _step(out, "4. what the collector stored")
+            return _summary(out, collector, token, expected=n)
     finally:
-        if tmp is not None and not keep:
+        if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            out.write(f"\nkept {tmp}\n")
+
+
+def _summary(out: TextIO, collector: Any, token: str, *, expected: int) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=collector.url, headers=headers, timeout=10) as http:
+        stored: list[dict[str, Any]] = []
+        offset = 0
+        while True:
+            page = http.get(
+                "/api/v1/events", params={"session_id": _SESSION, "offset": offset, "limit": 1000}
+            ).json()
+            stored.extend(page["events"])
+            offset += len(page["events"])
+            if not page["events"] or offset >= page["total"]:
+                break
+        by_type = Counter(e["type"] for e in stored)
+        out.write(f"{len(stored)} events stored for session {_SESSION} (expected {expected}):\n")
+        for kind, count in sorted(by_type.items()):
+            out.write(f"  {kind:<18} {count}\n")
+        verified = 0
+        for event in stored:
+            for ref in _refs(event.get("data")):
+                blob = http.get(f"/api/v1/attachments/{ref['sha256']}")
+                ok = (
+                    blob.status_code == 200
+                    and hashlib.sha256(blob.content).hexdigest() == (ref["sha256"])
+                )
+                verified += ok
+                out.write(
+                    f"  attachment {ref['sha256'][:12]}… {ref['size']} bytes,"
+                    f" sha256 {'verified' if ok else 'MISMATCH'}\n"
+                )
+        custom = [e for e in stored if e["type"] == "custom_metric"]
+        if custom:
+            out.write(f"  redacted on the client: {orjson.dumps(custom[0]['data']).decode()}\n")
+    ok = len(stored) == expected and verified >= 1
+    out.write("\ndemo " + ("OK: every event arrived exactly once" if ok else "FAILED") + "\n")
+    return 0 if ok else 1
+
+
+def _refs(obj: Any) -> list[dict[str, Any]]:
+    if isinstance(obj, dict):
+        ref = obj.get("$attachment")
+        if isinstance(ref, dict) and "sha256" in ref and not ref.get("truncated"):
+            return [ref]
+        return [r for v in obj.values() for r in _refs(v)]
+    if isinstance(obj, list):
+        return [r for v in obj for r in _refs(v)]
+    return []

@@ -5,8 +5,22 @@ whatever the caller passed, a line comes out and nothing raises.
 
 Fast path (almost every event): one walk over containers checking keys and value types
 (no string is touched), one ``orjson.dumps`` of the whole envelope, one byte-level
-secret prefilter over the result. Anything unusual falls to the slow path, which
-rebuilds the payload by the coercion rules below and counts each coercion by kind.
+secret prefilter over the result, one length comparison (attachments, below). Anything
+unusual falls to the slow path, which rebuilds the payload by the coercion rules below
+and counts each coercion by kind.
+
+Attachments: a str whose UTF-8 size, or a bytes value whose size, exceeds
+``inline_max_bytes`` (``TELEMETRY_INLINE_MAX_BYTES``) is stored once in the spool as a
+content-addressed blob (``spool/blobs.py``) and replaced by a reference. A str can only
+be that large if the serialised ``data`` is longer than the limit (JSON never makes a
+string shorter), so other events pay one ``len`` comparison. Strings are moved out after
+redaction (the blob holds the redacted text, whose size and sha256 the reference gives);
+bytes are moved out during coercion, as they are (never decoded, never redacted), behind
+a placeholder the redactor does not look into, so its extra patterns and callback never
+rewrite a reference. The blob is written before the event's batch is sealed (the order
+``Spool.gc_blobs`` relies on). Attachment work is only ever done by the writer thread:
+:meth:`Encoder.encode_inline_only` (an emitting thread's backpressure hand-off) returns
+``None`` for an event that needs it, leaving it to the writer.
 
 Coercion rules (kind counted in ``stats()["coerced"]``):
 
@@ -17,6 +31,7 @@ NaN, +/-Infinity       ``null``                                  (non_finite)
 int beyond 64 bits     its decimal string                         (big_int)
 lone surrogates        one U+FFFD each, in strings and keys       (surrogate)
 bytes / bytearray      UTF-8 text if valid, else ``{"$base64": "..."}`` (bytes)
+                       (over the inline limit: an attachment, below)
 set / frozenset        list (sorted when sortable)                (set)
 datetime/date/time     ISO 8601 string                            (datetime)
 Decimal                its exact decimal string                   (decimal)
@@ -29,6 +44,24 @@ a cycle                ``"[circular reference]"``                 (cycle)
 non-mapping ``data``   ``{"value": data}``                        (non_mapping_data)
 bad ``type`` name      snake_cased, else ``"invalid_type"``       (type_name)
 ====================  ==========================================================
+
+Attachment rules (counted in ``stats()``: ``attachments``, ``attachments_truncated``,
+``attachment_errors``), for a value over the inline limit, anywhere in ``data`` (dict
+values, list items; keys stay inline; bytes within the limit stay inline even when their
+``$base64`` form is longer):
+
+====================  ==========================================================
+value                  becomes ``{"$attachment": {...}}`` with
+====================  ==========================================================
+str                    ``sha256``/``size`` of its redacted UTF-8 bytes,
+                       ``content_type`` ``text/plain; charset=utf-8``; blob stored
+bytes-like             ``sha256``/``size`` of the raw bytes, ``content_type``
+                       ``application/octet-stream``; blob stored  (also bytes)
+over the attachment    ``"truncated": true``; for str a ``head``/``tail`` of about
+max (either kind)      1 KiB of text each (bytes: no excerpt); no blob stored
+blob not written       ``"stored": false`` and the same excerpts; the event is kept
+(disk error, cap)      and the failure counted (attachment_errors) and logged
+====================  ==========================================================
 """
 
 from __future__ import annotations
@@ -38,11 +71,13 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import hashlib
 import math
 import re
+import sys
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from pathlib import PurePath
 from typing import Any
@@ -50,8 +85,10 @@ from typing import Any
 import orjson
 
 from . import _ids
+from ._log import RateLimitedLogger
 from ._redact import Redactor
 from .events import Event, payload_of
+from .spool.blobs import BINARY, REF_KEY, TEXT, BlobRef
 
 __all__ = ["Encoder", "Record", "format_ts"]
 
@@ -70,6 +107,30 @@ _SIMPLE = frozenset({str, int, bool, type(None)})
 _CONTAINERS = frozenset({dict, list, tuple})
 
 _SURROGATE_RE = re.compile("[\ud800-\udfff]")
+EXCERPT_BYTES = 1024  # head/tail of a text attachment that is not stored whole
+
+PutBlob = Callable[[bytes, str], BlobRef]
+
+
+class _Deferred(Exception):
+    """Raised inside ``encode_inline_only`` when the record needs attachment work."""
+
+
+class _Ref:
+    """A bytes attachment reference made during coercion, opaque to the redactor."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, ref: dict[str, Any]) -> None:
+        self.ref = ref
+
+
+def _ref_default(obj: Any) -> Any:
+    """``orjson`` ``default=``: writes a ``_Ref`` as its reference object."""
+    if type(obj) is _Ref:
+        return obj.ref
+    raise TypeError
+
 
 # (second, prefix), replaced as one object: encoders of several clients run on several threads,
 # and a two-slot list could pair one thread's second with another thread's prefix.
@@ -88,7 +149,11 @@ def format_ts(ts_ns: int) -> str:
 
 
 class Encoder:
-    """Serialises records for one client. Not thread-safe: callers hold the batch lock."""
+    """Serialises records for one client. Not thread-safe: callers hold the batch lock.
+
+    Attachments are on when ``put_blob`` (``Spool.put_blob``) is given; without it large
+    fields stay inline.
+    """
 
     def __init__(
         self,
@@ -99,6 +164,10 @@ class Encoder:
         machine_id: str,
         user_id: str,
         session_id: str,
+        put_blob: PutBlob | None = None,
+        inline_max_bytes: int = 64 * 1024,
+        attachment_max_bytes: int = 32 * 1024 * 1024,
+        log: RateLimitedLogger | None = None,
     ) -> None:
         self._redactor = redactor
         self._app = app
@@ -108,11 +177,36 @@ class Encoder:
         self._session_id = session_id
         self._type_ok: set[str] = set()
         self._middle: dict[tuple[str | None, str | None], bytes] = {}
+        self._put_blob = put_blob
+        # No sink: a limit no serialised payload reaches keeps the hot path's check false.
+        self._inline_max = inline_max_bytes if put_blob is not None else sys.maxsize
+        self._attachment_max = attachment_max_bytes
+        self._log = log
+        self._defer = False
         self.coerced: Counter[str] = Counter()
         self.redacted = 0
         self.failed = 0
+        self.attachments = 0  # fields moved out into a stored blob
+        self.attachments_truncated = 0  # over the attachment max: marker only
+        self.attachment_errors = 0  # blob not written: marker only
 
     # -- public -------------------------------------------------------------------
+
+    def encode_inline_only(self, rec: Record) -> bytes | None:
+        """As :meth:`encode`, but ``None`` (nothing written, nothing counted) when ``rec``
+        has a field to move out into an attachment: for a thread that must not do that work.
+        """
+        if self._put_blob is None:
+            return self.encode(rec)
+        coerced, redacted = self.coerced.copy(), self.redacted
+        self._defer = True
+        try:
+            return self.encode(rec)
+        except _Deferred:
+            self.coerced, self.redacted = coerced, redacted
+            return None
+        finally:
+            self._defer = False
 
     def encode(self, rec: Record) -> bytes:
         """One JSON line (without the newline) for ``rec``; never raises."""
@@ -128,20 +222,32 @@ class Encoder:
             else:
                 etype = kind if kind in self._type_ok else self._check_type(kind)
             return self._encode(etype, data, ts_ns, seq, session_id, user_id)
+        except _Deferred:
+            raise
         except Exception as exc:  # defensive: encoding must be total
             self.failed += 1
             try:
                 text = f"{type(exc).__name__}: {exc}"
             except Exception:
                 text = type(exc).__name__
-            # The ids themselves may be what failed (objects, lone surrogates): coerce them too.
-            sid, uid = (
-                None if v is None else self._coerce(v, 0, set()) for v in (session_id, user_id)
-            )
-            body = orjson.dumps({"error": self._coerce(text[:_REPR_MAX], 0, set())})
+            # The ids themselves may be what failed (objects, lone surrogates): coerce them too,
+            # never into attachments (the envelope holds plain values).
+            limit, self._inline_max = self._inline_max, sys.maxsize
+            try:
+                sid, uid = (self._id_text(v) for v in (session_id, user_id))
+                body = orjson.dumps({"error": self._coerce(text[:_REPR_MAX], 0, set())})
+            finally:
+                self._inline_max = limit
             return self._line("encode_error", body, ts_ns, seq, sid, uid)
 
     # -- internals ----------------------------------------------------------------
+
+    def _id_text(self, value: Any) -> str | None:
+        """A session/user id as envelope text (e.g. non-UTF-8 bytes: their JSON form)."""
+        if value is None:
+            return None
+        out = self._coerce(value, 0, set())
+        return out if isinstance(out, str) else orjson.dumps(out).decode()
 
     def _check_type(self, kind: Any) -> str:
         if isinstance(kind, str) and _TYPE_RE.match(kind):
@@ -174,14 +280,96 @@ class Encoder:
                 body = None
         if body is None:
             data = self._coerce(data, 0, set())
-            body = orjson.dumps(data)
+            body = orjson.dumps(data, default=_ref_default)
         # The prefilter also sees every key name (as ``name":``), so secret keys need no walk.
         if self._redactor.maybe_secret(body):
             clean, n = self._redactor.redact(data)
             if n:
                 self.redacted += n
-                body = orjson.dumps(clean)
+                data = clean
+                body = orjson.dumps(clean, default=_ref_default)
+        if len(body) > self._inline_max:  # else no string in it can be over the limit
+            moved = self._move_out(data)
+            if moved is not data:  # copied on write: unchanged means nothing moved out
+                body = orjson.dumps(moved, default=_ref_default)
         return self._line(etype, body, ts_ns, seq, sid, uid)
+
+    # -- attachments --------------------------------------------------------------
+
+    def _move_out(self, obj: Any) -> Any:
+        """``obj`` with every str over the inline limit replaced by an attachment reference.
+
+        Walks what coercion/redaction produced (dict, list, tuple, scalars, ``_Ref``);
+        containers are copied only when something inside them changed.
+        """
+        t = type(obj)
+        if t is str:
+            if len(obj) <= self._inline_max // 4:  # UTF-8 needs at most 4 bytes a character
+                return obj
+            raw = obj.encode("utf-8")
+            return self._attach(raw, TEXT) if len(raw) > self._inline_max else obj
+        if t is dict:
+            if len(obj) == 1 and "$base64" in obj:
+                return obj  # inline form of bytes within the limit (raw size is what counts)
+            out = None
+            for k, v in obj.items():
+                new = self._move_out(v)
+                if new is not v:
+                    if out is None:
+                        out = dict(obj)
+                    out[k] = new
+            return obj if out is None else out
+        if t is list or t is tuple:
+            items = [self._move_out(v) for v in obj]
+            if all(a is b for a, b in zip(items, obj, strict=True)):
+                return obj
+            return items
+        return obj
+
+    def _attach(self, raw: bytes, content_type: str) -> dict[str, Any]:
+        """Store ``raw`` as a blob (unless too large); the ``{"$attachment": ...}`` object."""
+        if self._defer:
+            raise _Deferred
+        size = len(raw)
+        if size > self._attachment_max:
+            self.attachments_truncated += 1
+            ref = self._excerpted(raw, content_type, hashlib.sha256(raw).hexdigest())
+            ref["truncated"] = True
+            return {REF_KEY: ref}
+        assert self._put_blob is not None  # only called with attachments on
+        problem = ""
+        try:
+            blob = self._put_blob(raw, content_type)
+            if blob.stored:
+                self.attachments += 1
+                return {
+                    REF_KEY: {"sha256": blob.sha256, "size": size, "content_type": content_type}
+                }
+            sha = blob.sha256
+            problem = "larger than the spool cap"
+        except Exception as exc:  # OSError from the disk; anything else must not lose the event
+            sha = hashlib.sha256(raw).hexdigest()
+            problem = (isinstance(exc, OSError) and exc.strerror) or repr(exc)
+        self.attachment_errors += 1
+        if self._log is not None:
+            self._log.error(
+                "attachment-write",
+                "telemetry: an attachment of %d bytes was not stored (%s); the event keeps"
+                " its size, hash and an excerpt",
+                size,
+                problem,
+            )
+        ref = self._excerpted(raw, content_type, sha)
+        ref["stored"] = False
+        return {REF_KEY: ref}
+
+    @staticmethod
+    def _excerpted(raw: bytes, content_type: str, sha: str) -> dict[str, Any]:
+        ref: dict[str, Any] = {"sha256": sha, "size": len(raw), "content_type": content_type}
+        if content_type == TEXT:  # binary content is never excerpted into the event
+            ref["head"] = raw[:EXCERPT_BYTES].decode("utf-8", "ignore")
+            ref["tail"] = raw[-EXCERPT_BYTES:].decode("utf-8", "ignore")
+        return ref
 
     def _line(
         self, etype: str, body: bytes, ts_ns: int, seq: int, sid: str | None, uid: str | None
@@ -315,6 +503,8 @@ class Encoder:
         if isinstance(obj, (bytes, bytearray, memoryview)):
             self.coerced["bytes"] += 1
             raw = bytes(obj)
+            if len(raw) > self._inline_max:
+                return _Ref(self._attach(raw, BINARY))
             try:
                 return raw.decode("utf-8")
             except UnicodeDecodeError:
@@ -339,6 +529,8 @@ class Encoder:
         if callable(dump) and not isinstance(obj, type):
             try:
                 return self._coerce(dump(mode="json"), depth + 1, seen)
+            except _Deferred:
+                raise
             except Exception:  # noqa: S110 - fall back to repr below
                 pass
         try:

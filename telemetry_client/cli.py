@@ -8,16 +8,21 @@ one-line message naming the variable when the configuration is invalid.
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import orjson
 
 from ._units import format_size
 from .errors import ConfigError
 from .settings import TelemetrySettings
 from .spool import Spool
+from .upload import Control, LastUpload
 
 __all__ = ["main"]
 
@@ -56,9 +61,32 @@ def status_dict(settings: TelemetrySettings) -> dict[str, Any]:
         "dead_letter_batches": len(dead),
         "dead_letter_events": sum(n.n_events for n in dead),
         "quarantined_batches": len(spool.quarantined()),
-        "disabled_until": None,
-        "last_upload": None,
+        "disabled_until": _disabled_until(settings),
+        "last_upload": LastUpload(settings.resolved_spool_dir).read(),
+        "endpoint_reachable": _reachable(settings),
     }
+
+
+def _disabled_until(settings: TelemetrySettings) -> str | None:
+    """When the collector's kill switch ends (RFC 3339), or None when it is off."""
+    until = Control(settings.resolved_spool_dir).disabled_until()
+    if until <= time.time():
+        return None
+    return dt.datetime.fromtimestamp(until, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _reachable(settings: TelemetrySettings) -> bool | None:
+    """GET the health URL (sibling ``.../health`` of the endpoint); None without an endpoint."""
+    if not settings.endpoint or not settings.active:
+        return None
+    parts = urlsplit(settings.endpoint)
+    parent = parts.path.rstrip("/").rpartition("/")[0]
+    url = urlunsplit(parts._replace(path=f"{parent}/health", query="", fragment=""))
+    try:
+        response = httpx.get(url, timeout=2.0)
+    except httpx.HTTPError:
+        return False
+    return response.status_code < 500
 
 
 def _cmd_status(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
@@ -88,9 +116,27 @@ def _cmd_status(settings: TelemetrySettings, args: argparse.Namespace, out: Text
         f"dead letters:     {info['dead_letter_batches']} batches"
         f" ({info['dead_letter_events']} events)",
         f"quarantined:      {info['quarantined_batches']} batches",
+        "kill switch:      "
+        + (f"ON until {info['disabled_until']}" if info["disabled_until"] else "off"),
+        f"last upload:      {_last_upload_text(info['last_upload'])}",
     ]
+    if info["endpoint_reachable"] is not None:
+        lines.insert(2, f"reachable:        {'yes' if info['endpoint_reachable'] else 'NO'}")
     out.write("\n".join(lines) + "\n")
     return EXIT_OK
+
+
+def _last_upload_text(last: dict[str, Any] | None) -> str:
+    if not last:
+        return "never (from this spool)"
+    at = dt.datetime.fromtimestamp(float(last.get("at", 0)), dt.timezone.utc)
+    return f"{last.get('outcome')} ({last.get('detail')}) at {at.isoformat(timespec='seconds')}"
+
+
+def _cmd_flush(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
+    from ._flush import run_flush
+
+    return run_flush(settings, args.timeout, out, sys.stderr)
 
 
 def _cmd_tail(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
@@ -169,6 +215,10 @@ def _parser() -> argparse.ArgumentParser:
         "status", help="enabled?, endpoint, spool usage, pending, dropped, dead letters"
     )
     s.add_argument("--json", action="store_true", help="one JSON object")
+    f = sub.add_parser("flush", help="deliver the pending spool to the endpoint now")
+    f.add_argument(
+        "--timeout", type=_positive_float, default=60.0, help="give up after S seconds (60)"
+    )
     t = sub.add_parser("tail", help="the newest spooled events, decompressed")
     t.add_argument("-n", type=_positive_int, default=10, help="how many events (default 10)")
     t.add_argument("--type", help="only events of this type")
@@ -185,6 +235,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -192,7 +252,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
-_COMMANDS = {"status": _cmd_status, "tail": _cmd_tail, "purge": _cmd_purge, "demo": _cmd_demo}
+_COMMANDS = {
+    "flush": _cmd_flush,
+    "status": _cmd_status,
+    "tail": _cmd_tail,
+    "purge": _cmd_purge,
+    "demo": _cmd_demo,
+}
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

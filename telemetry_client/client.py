@@ -130,6 +130,10 @@ class TelemetryClient:
             machine_id=s.machine_id or _env_info.machine_id(),
             user_id=s.user_id,
             session_id=self._session_default,
+            put_blob=self.spool.put_blob,
+            inline_max_bytes=s.inline_max_bytes,
+            attachment_max_bytes=s.attachment_max_bytes,
+            log=self._log,
         )
 
     # -- properties ---------------------------------------------------------------------

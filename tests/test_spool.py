@@ -231,6 +231,34 @@ def test_batch_acked_between_anothers_open_and_lock_is_not_handed_out(
     assert spool.check() == []
 
 
+def test_a_new_day_directory_is_created_under_the_global_lock(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The day directory of a seal is made while ``.lock`` is held (a purge removes empty day
+    directories under it), so it cannot vanish between its creation and the rename."""
+    real = spool_fs.ensure_dir
+    held: list[bool] = []
+
+    def ensure_dir(path: Path) -> None:
+        if path.parent == spool.root / "batches":
+            fd = os.open(spool.root / ".lock", os.O_RDWR)
+            try:
+                free = spool_fs.try_lock(fd)
+                held.append(not free)
+            finally:
+                os.close(fd)
+        real(path)
+
+    monkeypatch.setattr(spool_fs, "ensure_dir", ensure_dir)
+    now = time.time_ns()
+    seal_n(spool, 1, ts_ns=now + 3 * DAY)  # a day with no directory yet
+    assert held == [True]
+    monkeypatch.undo()
+    assert spool.purge(everything=True) == 1  # and the empty day directory is removed
+    assert not (spool.root / "batches" / BatchName(ids.batch_id(now + 3 * DAY), 1, 1).day).exists()
+    assert spool.check() == []
+
+
 def test_one_batch_in_tmp_at_a_time_per_spool(
     spool: Spool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -394,6 +422,25 @@ def _appended(path: Path, name: BatchName) -> BatchName:
     return name
 
 
+def _appended_and_fix_size(path: Path, name: BatchName) -> BatchName:
+    """Bytes after the frame, and the size in the name agrees: only the frame's end shows it."""
+    with open(path, "ab") as f:
+        f.write(b"trailing junk")
+    fixed = BatchName(name.batch_id, name.n_events, name.n_bytes + len(b"trailing junk"))
+    os.rename(path, path.with_name(fixed.filename))
+    return fixed
+
+
+def _second_frame_appended(path: Path, name: BatchName) -> BatchName:
+    """A whole second frame after the first (name fixed): one batch is exactly one frame."""
+    extra = make_body([make_event(99, "extra")])
+    with open(path, "ab") as f:
+        f.write(extra)
+    fixed = BatchName(name.batch_id, name.n_events, name.n_bytes + len(extra))
+    os.rename(path, path.with_name(fixed.filename))
+    return fixed
+
+
 def _wrong_count(path: Path, name: BatchName) -> BatchName:
     wrong = BatchName(name.batch_id, name.n_events + 1, name.n_bytes)
     os.rename(path, path.with_name(wrong.filename))
@@ -402,8 +449,24 @@ def _wrong_count(path: Path, name: BatchName) -> BatchName:
 
 @pytest.mark.parametrize(
     "corrupt",
-    [_flip_middle, _truncate, _truncate_and_fix_size, _appended, _wrong_count],
-    ids=["flipped-bytes", "truncated", "truncated-size-fixed", "appended", "wrong-line-count"],
+    [
+        _flip_middle,
+        _truncate,
+        _truncate_and_fix_size,
+        _appended,
+        _appended_and_fix_size,
+        _second_frame_appended,
+        _wrong_count,
+    ],
+    ids=[
+        "flipped-bytes",
+        "truncated",
+        "truncated-size-fixed",
+        "appended",
+        "appended-size-fixed",
+        "second-frame-size-fixed",
+        "wrong-line-count",
+    ],
 )
 def test_corrupt_batch_is_quarantined_not_returned(
     spool: Spool, corrupt: Callable[[Path, BatchName], BatchName], caplog: pytest.LogCaptureFixture
@@ -680,6 +743,32 @@ def test_eviction_makes_room_for_the_loss_counters_too(tmp_path: Path) -> None:
     assert spool.check() == []
 
 
+def test_loss_counters_written_outside_eviction_make_room_too(tmp_path: Path) -> None:
+    """Filled to the byte, recording a loss (record_loss, an oversized batch) evicts the
+    oldest data to fit the grown state/dropped.json: the spool never exceeds its cap."""
+    now = time.time_ns()
+    bodies = [noisy_body(3, f"r{k}") for k in range(3)]
+    cap = sum(len(b) for b in bodies)  # exactly the three batches, no byte to spare
+    spool = Spool(tmp_path / "spool", max_bytes=cap, fsync=False)
+    spool.open()
+    names = []
+    for k, body in enumerate(bodies):
+        res = spool.seal(body, 3, batch_id=ids.batch_id(now - (10 - k) * S))
+        assert res.name is not None
+        names.append(res.name)
+    assert spool.disk_usage() == cap
+    spool.record_loss("disk_error", 5, 100, now, now)
+    assert spool.disk_usage() <= cap
+    assert spool.seal(os.urandom(cap + 1), 2).name is None  # grows the counters again
+    assert spool.disk_usage() <= cap
+    assert not batch_path(spool, names[0]).exists()  # the oldest made room
+    evicted = [n for n in names if not batch_path(spool, n).exists()]
+    by_reason = spool.dropped().by_reason
+    assert by_reason["disk_error"] == {"events": 5, "bytes": 100}
+    assert by_reason["cap"]["events"] == 2 + sum(n.n_events for n in evicted)  # all accounted
+    assert spool.check() == []
+
+
 def test_batch_larger_than_the_cap_is_dropped_and_counted(tmp_path: Path) -> None:
     """A batch that alone exceeds the cap is not written (nothing evicted) and counted as cap."""
     spool = Spool(tmp_path / "spool", max_bytes=4096, fsync=False)
@@ -739,6 +828,22 @@ def test_retention_purges_batches_older_than_retention(spool: Spool) -> None:
     assert (spool.root / "batches" / future.day).is_dir()
     assert spool.quarantined() == []
     assert [c.name for c in drain(spool)] == [late, future]
+    assert spool.check() == []
+
+
+def test_retention_purges_expired_dead_letters(spool: Spool) -> None:
+    """Dead letters expire like pending batches: removed and counted after retention."""
+    now = time.time_ns()
+    old, _ = seal_n(spool, 3, ts_ns=now - 10 * DAY, tag="old-dead")
+    recent, _ = seal_n(spool, 4, ts_ns=now - 3600 * S, tag="recent-dead")
+    for _ in range(2):
+        claim = spool.claim()
+        assert claim is not None
+        spool.dead_letter(claim)
+    assert spool.dead_letters() == [old, recent]
+    assert spool.purge_expired(now_ns=now) == 3
+    assert spool.dead_letters() == [recent]
+    assert spool.dropped().by_reason == {"retention": {"events": 3, "bytes": old.n_bytes}}
     assert spool.check() == []
 
 

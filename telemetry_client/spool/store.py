@@ -9,6 +9,9 @@ On-disk layout (every directory 0700, every file 0600, whatever the umask)::
                                              sealed batches, visible to readers
       quarantine/<batch>.<events>.<bytes>.jsonl.zst   unreadable batches, kept for humans
       dead/<batch>.<events>.<bytes>.jsonl.zst         dead letters (rejected by the collector)
+      attachments/<sha256>.<raw>.<stored>.zst         attachment blobs (content-addressed)
+      tmp/<sha256>.<pid>.<rand>.blob.tmp     a blob being written (flock'ed by its writer)
+      quarantine/<sha256>.<raw>.<stored>.zst          unreadable blobs, kept for humans
       state/dropped.json                     persistent loss counters (events/bytes by reason)
 
 ``<batch>`` is a UUIDv7 in 32 hex digits: names sort by creation time, and the UTC day
@@ -17,16 +20,22 @@ file is exactly one zstd frame (with content checksum) of newline-terminated JSO
 events: the wire body of the upload, sent as-is. Event count and file size live in the
 name, so status, eviction and the cap need a directory listing, never a decompression.
 
+A blob is one zstd frame (with content checksum) of an attachment's raw bytes, named by
+the sha256 of those bytes, their size and the file's size: the wire body of
+``POST /attachments``, sent as-is. The same content is stored once; storing it again only
+refreshes the file's mtime, so a blob's mtime is the last time an event referenced it.
+
 Invariants (verified by :meth:`Spool.check`):
 
 1. *Visibility*: a file under ``batches/`` is complete. It is written under ``tmp/``,
    fsync'ed (``fsync="batch"``), renamed into place, and the directory fsync'ed. A crash
    at any instant leaves either no batch or a whole one; never a partial one.
 2. *Cap*: the sum of the sizes of the files under the spool never exceeds ``max_bytes``
-   plus the batches being written at that moment (one per writing process). Before a
-   rename makes a batch visible, the writer holds ``.lock``, lists the spool, and evicts
-   the oldest data until the new batch fits. Evictions are counted, persistently, in
-   ``state/dropped.json`` (what ``status`` shows and the uploader reports).
+   plus the batches and blobs being written at that moment (one batch per writing
+   process). Before a rename makes a batch or blob visible, the writer holds ``.lock``,
+   lists the spool, and evicts the oldest data until the new file fits. Evictions are
+   counted, persistently, in ``state/dropped.json`` (what ``status`` shows and the
+   uploader reports).
 3. *Claims*: a reader claims a batch by taking a non-blocking ``flock`` on it, then checks
    the name still points at the same inode. Ack = unlink while holding the lock. So one
    batch is handed to exactly one reader at a time across threads and processes, and the
@@ -34,9 +43,27 @@ Invariants (verified by :meth:`Spool.check`):
 4. *Leftovers*: a ``tmp/`` file is flock'ed by its writer while it lives. On open (and
    periodically) unlocked leftovers of dead writers are recovered when they are a whole,
    checksum-valid frame with the announced event count, else removed and counted as lost.
-5. *Quarantine*: a batch that cannot be read (bad size, bad frame, bad checksum, wrong
-   line count) is moved to ``quarantine/``; it still counts toward the cap and is evicted
-   like any other old data, never deleted silently.
+5. *Quarantine*: a batch that cannot be read (bad size, bad frame, bad checksum, bytes
+   after the frame, wrong line count) is moved to ``quarantine/``; it still counts toward
+   the cap and is evicted like any other old data, never deleted silently. Same for a blob
+   whose size, frame or hash is wrong when it is read for upload.
+6. *Blobs*: a file under ``attachments/`` is complete (written under ``tmp/``, fsync'ed,
+   renamed under ``.lock``, directory fsync'ed) and its content hashes to its name. Blobs
+   count toward the cap like batches; eviction removes the oldest data first, batches by
+   id time and blobs by mtime (a blob eviction is counted as ``attachment_cap`` bytes,
+   zero events). A blob is written, or its mtime refreshed (under ``.lock``), when an
+   event referencing it is encoded, before that event's batch is sealed; batch ids are
+   minted at seal time. So a batch referencing a blob whose mtime is ``m`` has an id time
+   between that event's encoding (at or before ``m``) and ``grace`` later (``grace``: how
+   long an event may wait in memory), i.e. at most ``m + grace``. Hence
+   :meth:`Spool.gc_blobs`: a blob with ``m < min(oldest batch on disk, now) - grace`` is
+   referenced by no batch on disk (pending, dead, quarantined or being written) and by no
+   event still in memory, and is removed. ("Older than the oldest batch" alone would not
+   do: the batches referencing a blob are the ones *newer* than it.)
+
+Writes to ``state/dropped.json`` make room for their own growth (evicting like a seal);
+day directories are created and removed under ``.lock`` (a purge never removes the day a
+concurrent seal is publishing into).
 
 Failures (disk full, read-only directory, permissions) raise ``OSError`` to the caller,
 which counts and logs them; the spool itself never leaves a half-done state behind.
@@ -48,6 +75,7 @@ import builtins
 import contextlib
 import dataclasses
 import datetime as dt
+import hashlib
 import os
 import re
 import threading
@@ -64,17 +92,43 @@ from .. import _ids
 from .._log import logger as _logger
 from ..events import ENVELOPE_FIELDS
 from . import _fs
+from .blobs import (
+    AttachmentRef,
+    BlobName,
+    BlobRef,
+    attachment_refs,
+    decompress_frame,
+    is_sha256,
+)
 
-__all__ = ["BatchName", "Claim", "DropCounts", "PendingStats", "SealResult", "Spool"]
+__all__ = [
+    "AttachmentRef",
+    "BatchName",
+    "BlobName",
+    "BlobRef",
+    "Claim",
+    "DropCounts",
+    "PendingStats",
+    "SealResult",
+    "Spool",
+    "attachment_refs",
+]
 
 _BATCH_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.(\d+)\.jsonl\.zst$")
 _TMP_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.tmp$")
+_BLOB_TMP_RE = re.compile(r"[0-9a-f]{64}\.\d+\.[0-9a-f]+\.blob\.tmp")
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MAX_DECOMPRESSED = 1 << 30  # refuse to inflate a (corrupt) frame beyond 1 GiB
 # A tmp file exists, empty and unlocked, between its creation and its writer's flock (which
 # can take milliseconds when the writer waits for the GIL): recover() and check() leave such
 # a file alone this long, so they never tear (or publish twice) a live writer's batch.
 _TMP_BIRTH_GRACE_S = 60.0
+# How long an encoded event may wait in memory before its batch is sealed, as far as blob
+# garbage collection is concerned (linger is <= 1 s; this also covers a slow disk).
+BLOB_GRACE_S = 3600.0
+_BLOB_ZSTD_LEVEL = 3
+_BLOB_CACHE_MAX = 4096
+_ALL = 1 << 63  # a horizon newer than every mtime
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,6 +264,8 @@ class Spool:
         self._quarantine = self.root / "quarantine"
         self._dead = self.root / "dead"
         self._state = self.root / "state"
+        self._blobs = self.root / "attachments"
+        self._blob_names: dict[str, str] = {}  # sha256 -> file name, a hint checked on use
         self._lock_path = self.root / ".lock"
         self._dropped_path = self._state / "dropped.json"
         self._open_fds: set[int] = set()  # closed in a forked child (never written through)
@@ -222,7 +278,15 @@ class Spool:
 
     def open(self) -> None:
         """Create the layout (0700) and recover what dead processes left behind."""
-        for d in (self.root, self._batches, self._tmp, self._quarantine, self._dead, self._state):
+        for d in (
+            self.root,
+            self._batches,
+            self._tmp,
+            self._quarantine,
+            self._dead,
+            self._state,
+            self._blobs,
+        ):
             _fs.ensure_dir(d)
         self.recover()
         self.purge_expired()
@@ -274,10 +338,12 @@ class Spool:
 
     def _publish(self, tmp: Path, name: BatchName) -> tuple[int, int]:
         day_dir = self._batches / name.day
-        new_day = not day_dir.exists()
-        if new_day:
-            _fs.ensure_dir(day_dir)
         with self._global_lock():
+            # Under the lock: a purge removes empty day directories under it too, so the
+            # directory cannot vanish between its creation and the rename.
+            new_day = not day_dir.exists()
+            if new_day:
+                _fs.ensure_dir(day_dir)
             evicted = self._make_room(name.n_bytes)
             os.rename(tmp, day_dir / name.filename)
         if self.fsync:
@@ -288,20 +354,23 @@ class Spool:
 
     # -- accounting -----------------------------------------------------------------
 
-    def _listing(self) -> tuple[list[tuple[Path, BatchName]], int]:
-        """Every data file (batches, quarantine, dead) oldest first, and total bytes used."""
+    def _listing(self) -> tuple[list[tuple[Path, BatchName]], list[tuple[Path, BlobName]], int]:
+        """Every data file: batches (batches, quarantine, dead) oldest first, blobs
+        (attachments, quarantine), and the total bytes used (with state/)."""
         items: list[tuple[Path, BatchName]] = []
         other = 0
         for folder in (self._quarantine, self._dead):
             items.extend(self._list_flat(folder))
         for day in self._days():
             items.extend(self._list_flat(self._batches / day))
+        blobs = self._list_blobs(self._blobs) + self._list_blobs(self._quarantine)
         with contextlib.suppress(FileNotFoundError):
             for entry in os.scandir(self._state):
                 with contextlib.suppress(FileNotFoundError):
                     other += entry.stat(follow_symlinks=False).st_size
         items.sort(key=lambda it: it[1].batch_id)
-        return items, other + sum(n.n_bytes for _, n in items)
+        used = other + sum(n.n_bytes for _, n in items) + sum(b.stored_size for _, b in blobs)
+        return items, blobs, used
 
     def _days(self) -> list[str]:
         try:
@@ -322,37 +391,82 @@ class Spool:
                 out.append((folder / n, parsed))
         return out
 
+    @staticmethod
+    def _list_blobs(folder: Path) -> list[tuple[Path, BlobName]]:
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            return []
+        out = []
+        for n in names:
+            parsed = BlobName.parse(n)
+            if parsed is not None:
+                out.append((folder / n, parsed))
+        return out
+
     def usage(self) -> int:
         """Bytes used by the spool as the cap counts them."""
-        return self._listing()[1]
+        return self._listing()[2]
 
-    def _make_room(self, incoming: int) -> tuple[int, int]:
+    def _make_room(self, incoming: int, counts: DropCounts | None = None) -> tuple[int, int]:
         """Evict oldest data until ``incoming`` more bytes fit; returns (events, bytes) evicted.
 
-        Caller holds the global lock.
+        ``counts``: loss counters with additions not yet on disk, written here (with the
+        evictions) after room was made for their own growth. Caller holds the global lock.
         """
-        items, used = self._listing()
-        if used + incoming <= self.max_bytes:
-            return 0, 0
-        # Recording the evictions grows state/dropped.json, which the cap counts too.
-        counts = self._read_drops()
+        items, blobs, used = self._listing()
         try:
             state_size = self._dropped_path.stat().st_size
         except FileNotFoundError:
             state_size = 0
-        growth = 0
-        evicted: list[tuple[str, BatchName]] = []
-        for path, name in items:
+        # Recording losses grows state/dropped.json, which the cap counts too.
+        growth = 0 if counts is None else max(0, len(counts.to_json()) - state_size)
+        if used + growth + incoming <= self.max_bytes:
+            if counts is not None:
+                _fs.atomic_write(self._dropped_path, counts.to_json(), fsync=self.fsync)
+            return 0, 0
+        dirty = counts is not None
+        counts = self._read_drops() if counts is None else counts
+        events = nbytes = 0
+        for age_ns, path, name in self._eviction_order(items, blobs):
             if used + growth + incoming <= self.max_bytes:
                 break
-            if self._remove_unclaimed(path):
+            if isinstance(name, BlobName):
+                try:
+                    os.unlink(path)  # a reader holding it open still reads it whole
+                except FileNotFoundError:
+                    continue
+                used -= name.stored_size
+                nbytes += name.stored_size
+                counts.add("attachment_cap", 0, name.stored_size, age_ns, age_ns)
+            elif self._remove_unclaimed(path):
                 used -= name.n_bytes
-                evicted.append(("cap", name))
-                counts.add("cap", name.n_events, name.n_bytes, name.created_ns, name.created_ns)
-                growth = max(0, len(counts.to_json()) - state_size)
-        if evicted:
-            self._record_drops(evicted)
-        return sum(n.n_events for _, n in evicted), sum(n.n_bytes for _, n in evicted)
+                events += name.n_events
+                nbytes += name.n_bytes
+                counts.add("cap", name.n_events, name.n_bytes, age_ns, age_ns)
+            else:
+                continue
+            dirty = True
+            growth = max(0, len(counts.to_json()) - state_size)
+        if dirty:
+            _fs.atomic_write(self._dropped_path, counts.to_json(), fsync=self.fsync)
+        return events, nbytes
+
+    @staticmethod
+    def _eviction_order(
+        items: list[tuple[Path, BatchName]], blobs: list[tuple[Path, BlobName]]
+    ) -> list[tuple[int, Path, BatchName | BlobName]]:
+        """Batches (by id time) and blobs (by mtime) merged, oldest first."""
+        order: list[tuple[int, Path, BatchName | BlobName]] = [
+            (name.created_ns, path, name) for path, name in items
+        ]
+        for path, blob in blobs:
+            try:
+                order.append((os.stat(path).st_mtime_ns, path, blob))
+            except FileNotFoundError:
+                continue
+        order.sort(key=lambda it: it[0])
+        return order
 
     def _remove_unclaimed(self, path: Path) -> bool:
         """Unlink ``path`` unless a reader holds it; True when removed by us."""
@@ -380,12 +494,12 @@ class Spool:
         return fst.st_nlink > 0 and (st.st_ino, st.st_dev) == (fst.st_ino, fst.st_dev)
 
     def _record_drops(self, drops: list[tuple[str, BatchName]]) -> None:
-        """Add to the persistent loss counters. Caller holds the global lock."""
+        """Add to the persistent loss counters (making room for them). Caller holds the lock."""
         counts = self._read_drops()
         for reason, name in drops:
             ts = name.created_ns
             counts.add(reason, name.n_events, name.n_bytes, ts, ts)
-        _fs.atomic_write(self._dropped_path, counts.to_json(), fsync=self.fsync)
+        self._make_room(0, counts)
 
     def record_loss(
         self, reason: str, events: int, nbytes: int, first_ns: int, last_ns: int
@@ -394,7 +508,7 @@ class Spool:
         with self._global_lock():
             counts = self._read_drops()
             counts.add(reason, events, nbytes, first_ns, last_ns)
-            _fs.atomic_write(self._dropped_path, counts.to_json(), fsync=self.fsync)
+            self._make_room(0, counts)
 
     def _read_drops(self) -> DropCounts:
         try:
@@ -416,6 +530,49 @@ class Spool:
             if taken:
                 _fs.atomic_write(self._dropped_path, counts.to_json(), fsync=self.fsync)
         return taken
+
+    def peek_unreported(self) -> dict[str, dict[str, Any]]:
+        """What the collector has not been told about yet (left in place until reported)."""
+        return self._read_drops().unreported
+
+    def forget_reported(self, reported: dict[str, dict[str, Any]]) -> None:
+        """Subtract a report that is now sealed in a batch from the unreported counters.
+
+        Losses recorded between :meth:`peek_unreported` and this call stay unreported.
+        """
+        with self._global_lock():
+            counts = self._read_drops()
+            for reason, done in reported.items():
+                left = counts.unreported.get(reason)
+                if left is None:
+                    continue
+                left["events"] -= done.get("events", 0)
+                left["bytes"] -= done.get("bytes", 0)
+                if left["events"] <= 0:
+                    del counts.unreported[reason]
+                elif done.get("last_ns", 0) >= left["first_ns"]:
+                    left["first_ns"] = max(left["first_ns"], done.get("last_ns", 0))
+            _fs.atomic_write(self._dropped_path, counts.to_json(), fsync=self.fsync)
+
+    def pending_before(self, cutoff_ns: int) -> PendingStats:
+        """Pending batches sealed at or before ``cutoff_ns`` (what a flush waits for)."""
+        cutoff_day = _day_of(cutoff_ns)
+        items: list[BatchName] = []
+        for day in self._days():
+            if day > cutoff_day:
+                break
+            items.extend(
+                n for _, n in self._list_flat(self._batches / day) if n.created_ns <= cutoff_ns
+            )
+        if not items:
+            return PendingStats(0, 0, 0, None)
+        oldest = min(n.created_ns for n in items)
+        return PendingStats(
+            batches=len(items),
+            events=sum(n.n_events for n in items),
+            bytes=sum(n.n_bytes for n in items),
+            oldest_age_s=max(0.0, (time.time_ns() - oldest) / 1e9),
+        )
 
     def pending(self) -> PendingStats:
         """Sealed batches not yet acknowledged (claimed ones included)."""
@@ -480,10 +637,9 @@ class Spool:
     def _validate(self, name: BatchName, body: bytes) -> tuple[str | None, bytes]:
         if len(body) != name.n_bytes:
             return f"size {len(body)} != {name.n_bytes} in its name", b""
-        try:
-            raw = self._decompressor().decompress(body, max_output_size=_MAX_DECOMPRESSED)
-        except zstandard.ZstdError as exc:
-            return f"not a valid zstd frame ({exc})", b""
+        problem, raw = decompress_frame(self._decompressor(), body, _MAX_DECOMPRESSED)
+        if problem is not None:
+            return problem, b""
         lines = raw.count(b"\n")
         if lines != name.n_events or (raw and not raw.endswith(b"\n")):
             return f"{lines} lines, name says {name.n_events}", b""
@@ -548,6 +704,195 @@ class Spool:
                 if problem is None:
                     yield name, raw
 
+    # -- attachments ----------------------------------------------------------------
+
+    def put_blob(self, raw: bytes, content_type: str) -> BlobRef:
+        """Store ``raw`` once, content-addressed and compressed, for an event to reference.
+
+        Content already stored only has its mtime refreshed (invariant 6: the encoder calls
+        this before the referencing event's batch is sealed). Makes room under the cap like
+        a seal. Returns ``stored=False`` when the compressed blob alone exceeds the cap
+        (nothing written, nothing evicted). Raises ``OSError`` on disk failure, leaving
+        nothing behind. ``content_type`` is not stored: references carry it.
+        """
+        sha = hashlib.sha256(raw).hexdigest()
+        ref = BlobRef(sha, len(raw), content_type)
+        with self._global_lock():
+            if self._touch_blob_locked(sha):
+                return ref
+        body = self._compressor().compress(raw)
+        name = BlobName(sha, len(raw), len(body))
+        if name.stored_size > self.max_bytes:
+            return dataclasses.replace(ref, stored=False)
+        for d in (self._tmp, self._blobs):  # cheap, and the encoder may run before open()
+            _fs.ensure_dir(d)
+        tmp = self._tmp / f"{sha}.{os.getpid()}.{os.urandom(4).hex()}.blob.tmp"
+        fd = _fs.open_new(tmp)
+        self._open_fds.add(fd)
+        try:
+            _fs.lock(fd)  # marks the file alive for recover() and check()
+            _fs.write_all(fd, body)
+            if self.fsync:
+                os.fsync(fd)
+            with self._global_lock():
+                if self._touch_blob_locked(sha):  # another writer stored it meanwhile
+                    os.unlink(tmp)
+                    return ref
+                self._make_room(name.stored_size)
+                os.rename(tmp, self._blobs / name.filename)
+                self._remember_blob(sha, name.filename)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        finally:
+            self._open_fds.discard(fd)
+            _fs.close_unlocked(fd)
+        if self.fsync:
+            _fs.fsync_dir(self._blobs)
+        return ref
+
+    def read_blob(self, sha256: str) -> bytes | None:
+        """The stored blob (one zstd frame: the wire body of ``POST /attachments``) or None.
+
+        None when no such blob is stored (never written, evicted, collected). A blob whose
+        size, frame or hash is wrong is moved to ``quarantine/`` (logged) and None returned.
+        """
+        if not is_sha256(sha256):
+            return None
+        for use_hint in (True, False):
+            path = self._find_blob(sha256, use_hint=use_hint)
+            if path is None:
+                return None
+            try:
+                body = path.read_bytes()
+            except FileNotFoundError:
+                self._blob_names.pop(sha256, None)
+                continue
+            name = BlobName.parse(path.name)
+            problem = "unparsable name" if name is None else self._validate_blob(name, body)
+            if problem is None:
+                return body
+            self._blob_names.pop(sha256, None)
+            self._move_locked(path, self._quarantine / path.name)
+            _logger.warning("telemetry spool: quarantined attachment %s: %s", sha256, problem)
+            return None
+        return None
+
+    def gc_blobs(self, grace_s: float = BLOB_GRACE_S, *, now_ns: int | None = None) -> int:
+        """Remove blobs no batch on disk and no event in memory can reference; returns how many.
+
+        A blob goes when its mtime is older than ``min(oldest batch, now) - grace_s``
+        (invariant 6). ``grace_s`` bounds how long an event waits in memory between the
+        encoder storing its blobs and its batch being sealed; it must stay well above that
+        (``grace_s=0`` would collect the blobs of pending batches, which are sealed just
+        after their blobs). Tests move ``now_ns`` instead.
+        """
+        now = time.time_ns() if now_ns is None else now_ns
+        with self._global_lock():
+            return self._gc_locked(now, grace_s)
+
+    def blob_usage(self) -> tuple[int, int]:
+        """Stored attachment blobs: (count, bytes on disk). Quarantined ones not included."""
+        blobs = self._list_blobs(self._blobs)
+        return len(blobs), sum(b.stored_size for _, b in blobs)
+
+    def _gc_locked(self, now_ns: int, grace_s: float) -> int:
+        oldest = self._oldest_batch_ns()
+        horizon = min(now_ns, now_ns if oldest is None else oldest) - int(grace_s * 1e9)
+        return self._remove_blobs([self._blobs], horizon)
+
+    def _oldest_batch_ns(self) -> int | None:
+        """Id time of the oldest batch anywhere on disk (pending, dead, quarantined, in tmp/)."""
+        times = [n.created_ns for n in self.dead_letters()[:1] + self.quarantined()[:1]]
+        for day in self._days():
+            names = self._list_flat(self._batches / day)
+            if names:  # days sort in time order: the first non-empty one holds the oldest
+                times.append(min(n.created_ns for _, n in names))
+                break
+        with contextlib.suppress(FileNotFoundError):
+            for fn in os.listdir(self._tmp):
+                m = _TMP_RE.match(fn)
+                if m is not None:
+                    times.append(_ids.uuid7_time_ns(m.group(1)))
+        return min(times, default=None)
+
+    def _remove_blobs(self, folders: list[Path], horizon_ns: int) -> int:
+        """Unlink blobs whose mtime is older than ``horizon_ns``. Caller holds the global lock."""
+        removed = 0
+        for folder in folders:
+            for path, blob in self._list_blobs(folder):
+                try:
+                    if os.stat(path).st_mtime_ns >= horizon_ns:
+                        continue
+                    os.unlink(path)
+                except FileNotFoundError:
+                    continue
+                if folder == self._blobs:
+                    self._blob_names.pop(blob.sha256, None)
+                removed += 1
+        return removed
+
+    def _touch_blob_locked(self, sha: str) -> bool:
+        """Refresh the mtime of the stored blob ``sha``; False when none is stored.
+
+        Under the global lock, so a concurrent :meth:`gc_blobs` either sees the new mtime
+        or has removed the blob before (and then it is written again).
+        """
+        for use_hint in (True, False):
+            path = self._find_blob(sha, use_hint=use_hint)
+            if path is None:
+                return False
+            try:
+                os.utime(path)
+                return True
+            except FileNotFoundError:
+                self._blob_names.pop(sha, None)
+        return False
+
+    def _find_blob(self, sha: str, *, use_hint: bool) -> Path | None:
+        """Path of blob ``sha`` (from the name hint, which may be stale, or a listing)."""
+        if use_hint:
+            hint = self._blob_names.get(sha)
+            if hint is not None:
+                return self._blobs / hint
+        prefix = sha + "."
+        try:
+            names = os.listdir(self._blobs)
+        except FileNotFoundError:
+            return None
+        for fn in names:
+            if fn.startswith(prefix) and BlobName.parse(fn) is not None:
+                self._remember_blob(sha, fn)
+                return self._blobs / fn
+        self._blob_names.pop(sha, None)
+        return None
+
+    def _remember_blob(self, sha: str, filename: str) -> None:
+        if len(self._blob_names) >= _BLOB_CACHE_MAX:
+            self._blob_names.clear()
+        self._blob_names[sha] = filename
+
+    def _validate_blob(self, name: BlobName, body: bytes) -> str | None:
+        if len(body) != name.stored_size:
+            return f"size {len(body)} != {name.stored_size} in its name"
+        problem, raw = decompress_frame(self._decompressor(), body, name.raw_size)
+        if problem is not None:
+            return problem
+        if len(raw) != name.raw_size:
+            return f"{len(raw)} bytes of content, name says {name.raw_size}"
+        if hashlib.sha256(raw).hexdigest() != name.sha256:
+            return "content does not match the sha256 in its name"
+        return None
+
+    def _compressor(self) -> zstandard.ZstdCompressor:
+        cctx: zstandard.ZstdCompressor | None = getattr(self._local, "cctx", None)
+        if cctx is None:
+            cctx = self._local.cctx = zstandard.ZstdCompressor(
+                level=_BLOB_ZSTD_LEVEL, write_checksum=True, write_content_size=True
+            )
+        return cctx
+
     # -- maintenance ----------------------------------------------------------------
 
     def recover(self) -> int:
@@ -560,7 +905,8 @@ class Spool:
         for n in names:
             m = _TMP_RE.match(n)
             path = self._tmp / n
-            if m is None:
+            blob = m is None and _BLOB_TMP_RE.fullmatch(n) is not None
+            if m is None and not blob:
                 continue
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -571,6 +917,12 @@ class Spool:
                     continue  # its writer is alive
                 if _being_created(fd):
                     continue  # its writer may not have locked it yet
+                if m is None:
+                    # A blob whose writer died before publishing it: the event that was to
+                    # reference it died in that writer's memory too. Nothing to count.
+                    os.unlink(path)
+                    handled += 1
+                    continue
                 body = _read_fd(fd)
                 name = BatchName(m.group(1), int(m.group(2)), len(body))
                 problem, _ = self._validate(name, body)
@@ -590,7 +942,14 @@ class Spool:
         now = time.time_ns() if now_ns is None else now_ns
         cutoff = now - int(self.retention_s * 1e9)
         cutoff_day = _day_of(cutoff)
-        return self._purge(lambda n: n.created_ns < cutoff, "retention", day_filter=cutoff_day)
+        removed = self._purge(
+            lambda n: n.created_ns < cutoff, "retention", day_filter=cutoff_day, include_dead=True
+        )
+        with self._global_lock():
+            # Blobs referenced last before the cutoff are referenced by no batch still kept.
+            self._gc_locked(now, BLOB_GRACE_S)
+            self._remove_blobs([self._quarantine], cutoff)
+        return removed
 
     def purge(
         self,
@@ -599,15 +958,32 @@ class Spool:
         dead_letter: bool = False,
         everything: bool = False,
     ) -> int:
-        """User-requested deletion (CLI ``purge``); counted as dropped, reason ``purged``."""
+        """User-requested deletion (CLI ``purge``); counted as dropped, reason ``purged``.
+
+        Blobs no remaining batch can reference go too (``everything``: all of them, but
+        those a batch spared because it is claimed may reference); they hold no events, so
+        they are not counted as dropped.
+        """
+        now = time.time_ns()
         if everything:
-            return self._purge(lambda n: True, "purged", include_dead=True)
+            removed = self._purge(lambda n: True, "purged", include_dead=True)
+            with self._global_lock():
+                oldest = self._oldest_batch_ns()
+                horizon = _ALL if oldest is None else oldest - int(BLOB_GRACE_S * 1e9)
+                self._remove_blobs([self._blobs, self._quarantine], horizon)
+            return removed
         if dead_letter:
-            return self._purge_folder([self._dead], lambda n: True, "purged")
-        if older_than_days is not None:
-            cutoff = time.time_ns() - int(older_than_days * 86400e9)
-            return self._purge(lambda n: n.created_ns < cutoff, "purged", include_dead=True)
-        return 0
+            removed = self._purge_folder([self._dead], lambda n: True, "purged")
+        elif older_than_days is not None:
+            cutoff = now - int(older_than_days * 86400e9)
+            removed = self._purge(lambda n: n.created_ns < cutoff, "purged", include_dead=True)
+            with self._global_lock():
+                self._remove_blobs([self._quarantine], cutoff)
+        else:
+            return 0
+        with self._global_lock():
+            self._gc_locked(now, BLOB_GRACE_S)
+        return removed
 
     def _purge(
         self,
@@ -622,11 +998,12 @@ class Spool:
         if include_dead:
             folders.append(self._dead)
         removed = self._purge_folder(folders, pred, reason)
-        for d in self._days():
-            if day_filter is not None and d > day_filter:
-                continue
-            with contextlib.suppress(OSError):
-                os.rmdir(self._batches / d)  # only succeeds when empty
+        with self._global_lock():  # a seal creates day directories under it (see _publish)
+            for d in self._days():
+                if day_filter is not None and d > day_filter:
+                    continue
+                with contextlib.suppress(OSError):
+                    os.rmdir(self._batches / d)  # only succeeds when empty
         return removed
 
     def _purge_folder(self, folders: list[Path], pred: Any, reason: str) -> int:
@@ -700,6 +1077,7 @@ class Spool:
                             break
                 elif len(body) != name.n_bytes:
                     problems.append(f"batch {fn}: size {len(body)} != {name.n_bytes}")
+        problems.extend(self._check_blobs(deep=deep))
         with contextlib.suppress(FileNotFoundError):
             for fn in os.listdir(self._tmp):
                 path = self._tmp / fn
@@ -720,6 +1098,31 @@ class Spool:
                 DropCounts.from_json(self._dropped_path.read_bytes())
             except (ValueError, KeyError, TypeError) as exc:
                 problems.append(f"unreadable {self._dropped_path}: {exc}")
+        return problems
+
+    def _check_blobs(self, *, deep: bool) -> list[str]:
+        problems: list[str] = []
+        try:
+            names = os.listdir(self._blobs)
+        except FileNotFoundError:
+            return []  # a spool that never stored a blob (or was never opened)
+        for fn in names:
+            path = self._blobs / fn
+            blob = BlobName.parse(fn)
+            if blob is None:
+                problems.append(f"unexpected file in attachments: {path}")
+                continue
+            try:
+                body = path.read_bytes() if deep else b""
+                size = len(body) if deep else os.lstat(path).st_size
+            except FileNotFoundError:
+                continue  # collected or evicted meanwhile
+            if size != blob.stored_size:
+                problems.append(f"blob {fn}: size {size} != {blob.stored_size}")
+            elif deep:
+                problem = self._validate_blob(blob, body)
+                if problem is not None:
+                    problems.append(f"blob {fn}: {problem}")
         return problems
 
     def _tmp_bytes(self) -> int:

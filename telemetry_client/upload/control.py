@@ -39,7 +39,7 @@ class Control:
     def __init__(self, spool_root: Path, *, fsync: bool = True) -> None:
         self.path = Path(spool_root) / "state" / "control.json"
         self._fsync = fsync
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._until = 0.0
 
     def disabled_until(self) -> float:
@@ -49,7 +49,9 @@ class Control:
         except OSError:
             self._seen, self._until = None, 0.0
             return 0.0
-        key = (st.st_mtime_ns, st.st_size)
+        # The inode too: every write is a new file (atomic replace), and two writes within
+        # one mtime tick can have the same size ("disabled_until": 1060.0 -> 1070.0).
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key != self._seen:
             obj = _read_json(self.path) or {}
             until = obj.get("disabled_until", 0.0)

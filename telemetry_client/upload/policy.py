@@ -15,7 +15,8 @@ any other status (1xx/3xx/other 5xx)                    ``RETRY``
 
 Backoff is exponential with full jitter (tenacity's ``wait_random_exponential``):
 attempt *n* waits ``uniform(0, min(max, initial * 2**(n-1)))``. ``Retry-After`` (seconds
-or an HTTP-date) replaces the backoff for that wait, capped at ``retry_after_max``.
+or an HTTP-date) replaces the backoff for that wait, capped at ``retry_after_max``; one that
+comes to zero (``0``, or a date already past) leaves the backoff in place.
 """
 
 from __future__ import annotations
@@ -128,6 +129,10 @@ class Backoff:
         self._state.attempt_number = max(1, failures)
         if self.rng is None:
             return float(self._wait(self._state))
-        # Same formula, with an injected RNG for deterministic tests.
-        high = min(self.maximum, self.initial * 2 ** (max(1, failures) - 1))
+        # Same formula, with an injected RNG for deterministic tests. After ~1024 failures
+        # (a day offline) 2**(n-1) no longer fits a float: that is the cap, as in tenacity.
+        try:
+            high = min(self.maximum, self.initial * 2 ** (max(1, failures) - 1))
+        except OverflowError:
+            high = self.maximum
         return self.rng.uniform(0.0, high)

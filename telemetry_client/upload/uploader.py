@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import zstandard
@@ -135,7 +136,10 @@ class Uploader:
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._step_no = 0
-        self.disabled_until = 0.0  # kill switch end (unix s), read by emit()
+        # Kill switch end (unix s), read by emit(). Read from disk now, not at the first
+        # step: a restarted process must not collect between its start and that step.
+        until = self.control.disabled_until()
+        self.disabled_until = until if until > self._clock() else 0.0
 
     # -- thread --------------------------------------------------------------------------------
 
@@ -321,9 +325,11 @@ class Uploader:
             self._paused_until, self._pause_reason = now + pause, "auth"
             self._log.warning(
                 "auth",
-                "telemetry upload refused by the collector with %s: check TELEMETRY_TOKEN"
-                " and TELEMETRY_ENDPOINT; uploads paused for %.0f s, nothing is dropped",
+                "telemetry upload refused by the collector with %s at %s: check"
+                " TELEMETRY_TOKEN and TELEMETRY_ENDPOINT; uploads paused for %.0f s,"
+                " nothing is dropped",
                 result.describe(),
+                _display_url(self.settings.endpoint or ""),
                 pause,
             )
             self.last.record("auth_refused", result.describe())
@@ -333,7 +339,9 @@ class Uploader:
         retry_after = parse_retry_after(
             result.retry_after, now=now, ceiling=self.settings.retry_after_max
         )
-        if retry_after is not None and result.status is not None:
+        # A Retry-After of zero (or an HTTP-date already past: clock skew) is no pause at all;
+        # honouring it as one would retry back to back, so the backoff applies instead.
+        if retry_after and result.status is not None:
             self._paused_until, self._pause_reason = now + retry_after, "retry_after"
             return Step("retry", retry_after, hard=True, result=result)
         self._log.warning(
@@ -426,7 +434,7 @@ class Uploader:
                 action = classify(head)
                 if action in (Action.RETRY, Action.AUTH_PAUSE):
                     return head
-            blob = self.spool.read_blob(ref.sha256)  # type: ignore[attr-defined]
+            blob = self.spool.read_blob(ref.sha256)
             if blob is None:
                 self.counters.attachments_missing += 1
                 self._log.warning(
@@ -469,6 +477,8 @@ class Uploader:
     # -- losses and housekeeping ---------------------------------------------------------------
 
     def _maybe_report_drops(self) -> None:
+        if self._encoder_factory is None:
+            return  # cannot build events: the losses stay counted for a client to report
         mono = self._monotonic()
         if mono - self._last_report < REPORT_EVERY_S:
             return
@@ -481,18 +491,17 @@ class Uploader:
     def report_drops(self) -> int:
         """Seal one ``telemetry_dropped`` event per loss reason not yet reported.
 
-        The batch id is derived from the counts, so if we crash before clearing them the
-        next attempt seals the same id and the collector keeps one copy.
+        The report is sealed before the counters are cleared, so a loss is reported at
+        least once: a crash in between reports it again (like any event, at-least-once).
+        It is stamped with the current time so that it is the newest data on the spool.
         """
         unreported = self.spool.peek_unreported()
         if not unreported:
             return 0
         encoder = self._get_encoder()
         lines = []
-        last_ns = 0
         for reason in sorted(unreported):
             u = unreported[reason]
-            last_ns = max(last_ns, int(u.get("last_ns", 0)))
             event = TelemetryDropped(
                 events=int(u.get("events", 0)),
                 bytes=int(u.get("bytes", 0)),
@@ -501,8 +510,9 @@ class Uploader:
                 last_ts=format_ts(int(u.get("last_ns", 0))),
             )
             lines.append(encoder.encode((event, None, time.time_ns(), 0, None, None)))
-        seed = orjson.dumps(unreported, option=orjson.OPT_SORT_KEYS).decode()
-        bid = _ids.derived_batch_id(max(last_ns, 1_000_000), f"dropped/{seed}")
+        # Stamped now, not at the loss: the report must be the *newest* data on disk, or
+        # the cap or retention that caused the loss would evict the report first.
+        bid = _ids.batch_id()
         raw = b"\n".join(lines) + b"\n"
         self.spool.seal(self._cctx.compress(raw), len(lines), batch_id=bid)
         self.spool.forget_reported(unreported)
@@ -566,6 +576,21 @@ class Uploader:
         return self.counters.as_dict()
 
 
+def _display_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe to put in a log line."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None:
+        host = f"{host}:{port}"
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
 def _unzstd(blob: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompress(blob, max_output_size=1 << 31)
 
@@ -573,6 +598,6 @@ def _unzstd(blob: bytes) -> bytes:
 def _attachment_refs(raw: bytes) -> list[Any]:
     if b'"$attachment"' not in raw:
         return []
-    from ..spool.blobs import attachment_refs  # type: ignore[import-not-found]
+    from ..spool.blobs import attachment_refs
 
     return list(attachment_refs(raw))
