@@ -35,12 +35,16 @@ class _Progress:
         self.tty = tty
         self.start = time.monotonic()
         self._last = 0.0
+        self._shown: tuple[int, int] | None = None
 
     def update(self, events: int, nbytes: int, *, final: bool = False) -> None:
         now = time.monotonic()
         if not final and now - self._last < (0.1 if self.tty else 1.0):
             return
         self._last = now
+        if final and not self.tty and (events, nbytes) == self._shown:
+            return  # a log line with these figures was just printed
+        self._shown = (events, nbytes)
         elapsed = max(1e-6, now - self.start)
         rate = events / elapsed
         figures = f"{events}/{self.total} events  {format_size(nbytes)}  {rate:,.0f} ev/s"

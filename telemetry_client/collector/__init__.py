@@ -1,0 +1,28 @@
+"""The reference collector (extra ``[collector]``): a FastAPI app that receives telemetry.
+
+``telemetry-collector --data-dir DIR --token TOKEN`` (or ``python -m
+telemetry_client.collector``) serves the native v1 protocol (CONTRACT §5, §8): batches of
+events with auth, size limits, rate limits and dedupe on ``Idempotency-Key``; attachments
+stored by sha256; a query endpoint; health and Prometheus metrics. Data is fsync'ed before
+any 2xx; the on-disk layout is documented in :mod:`telemetry_client.collector.storage`.
+
+In Python::
+
+    with running_collector(CollectorConfig(data_dir=path, tokens=["secret"])) as c:
+        ...  # c.url, c.events_url, c.attachments_url, c.health_url, c.state
+"""
+
+try:
+    import fastapi as _fastapi  # noqa: F401
+    import uvicorn as _uvicorn  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "telemetry_client.collector needs the [collector] extra:"
+        " pip install 'telemetry-client[collector]'"
+    ) from exc
+
+from ._config import CollectorConfig
+from ._serve import main, running_collector
+from .app import create_app
+
+__all__ = ["CollectorConfig", "create_app", "main", "running_collector"]
