@@ -77,6 +77,7 @@ class _Cut:
     body: bytes | None = None
     failed_at: float = 0.0
     markers: list[FlushMarker] = field(default_factory=list)
+    has_attachments: bool = True  # conservative unless the encoder says otherwise
 
 
 @dataclass(slots=True)
@@ -105,8 +106,12 @@ class Batcher:
         linger_s: float,
         buffer_max: int,
         log: RateLimitedLogger,
+        on_sealed: Callable[[str, bool], None] | None = None,
     ) -> None:
         self._spool = spool
+        self._on_sealed = on_sealed  # (batch id, has attachment refs): the uploader's hint
+        self._att_seen = 0
+        self._zstd = threading.local()  # compressors are not thread-safe: one per thread
         self._encoder_factory = encoder_factory
         self._encoder: Encoder | None = None
         self._max_events = batch_max_events
@@ -363,6 +368,11 @@ class Batcher:
         with self._state_lock:
             self._cut_no += 1
             cut = _Cut(self._cut_no, self._lines, self._first_ns, self._last_ns)
+            enc = self._encoder
+            if enc is not None:
+                moved = enc.attachments
+                cut.has_attachments = moved != self._att_seen
+                self._att_seen = moved
             self._unwritten[cut.number] = len(cut.lines)
         self._lines = []
         self._nbytes = 0
@@ -398,9 +408,11 @@ class Batcher:
             self._open_spool()
         try:
             if cut.body is None:
-                cctx = zstandard.ZstdCompressor(
-                    level=ZSTD_LEVEL, write_checksum=True, write_content_size=True
-                )
+                cctx = getattr(self._zstd, "cctx", None)
+                if cctx is None:
+                    cctx = self._zstd.cctx = zstandard.ZstdCompressor(
+                        level=ZSTD_LEVEL, write_checksum=True, write_content_size=True
+                    )
                 cut.lines.append(b"")
                 cut.body = cctx.compress(b"\n".join(cut.lines))
                 cut.lines.pop()
@@ -419,6 +431,8 @@ class Batcher:
             c.evicted_events += result.evicted_events
             self._unwritten.pop(cut.number, None)
             self._release_markers_locked()
+        if result.name is not None and self._on_sealed is not None:
+            self._on_sealed(result.name.batch_id, cut.has_attachments)
         if result.evicted_events:
             self._log.warning(
                 "spool-full",

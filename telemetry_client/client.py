@@ -95,6 +95,11 @@ class TelemetryClient:
             retention_days=s.retention_days,
             fsync=s.fsync == "batch",
         )
+        self._uploader: Uploader | None = None
+        if s.endpoint:
+            self._uploader = Uploader(
+                spool=self.spool, settings=s, log=self._log, encoder_factory=self._make_encoder
+            )
         self._batcher = Batcher(
             spool=self.spool,
             encoder_factory=self._make_encoder,
@@ -103,13 +108,9 @@ class TelemetryClient:
             linger_s=s.linger_ms / 1000.0,
             buffer_max=s.buffer_max_events,
             log=self._log,
+            on_sealed=self._uploader.trust if self._uploader is not None else None,
         )
         self._buffer_max = s.buffer_max_events
-        self._uploader: Uploader | None = None
-        if s.endpoint:
-            self._uploader = Uploader(
-                spool=self.spool, settings=s, log=self._log, encoder_factory=self._make_encoder
-            )
         self._kill_switch_drops = 0
         self._start_lock = threading.Lock()
         _live_clients.add(self)

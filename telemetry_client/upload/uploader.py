@@ -44,6 +44,7 @@ REPORT_EVERY_S = 5.0  # look for unreported losses at most this often
 GC_EVERY_S = 60.0  # collect unreferenced attachment blobs at most this often
 _DEGRADED_EXCERPT = 1024
 _ACCEPTED_CACHE = 4096  # attachment hashes known to be on the collector
+_TRUSTED_MAX = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +130,9 @@ class Uploader:
         self._last_report = -1e18
         self._last_gc = self._monotonic()
         self._accepted: dict[str, None] = {}  # LRU-ish set of attachment hashes
+        # Batches this process sealed without attachment references: claimed without the
+        # decompress-and-count check (the bytes were written moments ago by us).
+        self._trusted: dict[str, None] = {}
         self._deadline: float | None = None  # monotonic; set during shutdown
         # thread machinery
         self._thread: threading.Thread | None = None
@@ -255,7 +259,7 @@ class Uploader:
         if self._paused_until > now:
             return Step("paused", self._paused_until - now, hard=True)
         self._maybe_report_drops()
-        claim = self.spool.claim()
+        claim = self.spool.claim(trusted=self._trusted)
         if claim is None:
             self._replaying = False
             self._maybe_gc()
@@ -266,12 +270,23 @@ class Uploader:
             if claim._fd >= 0:
                 self.spool.release(claim)
 
+    def trust(self, batch_id: str, has_attachments: bool) -> None:
+        """Hint from this process's writer: a batch it just sealed (see ``Spool.claim``)."""
+        if has_attachments:
+            return
+        trusted = self._trusted
+        if len(trusted) >= _TRUSTED_MAX:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):
+                del trusted[next(iter(trusted))]
+        trusted[batch_id] = None
+
     def _deliver(self, claim: Claim) -> Step:
-        blocked = self._ensure_attachments(claim)
+        trusted = self._trusted.pop(claim.batch_id, 0) is None
+        blocked = None if trusted else self._ensure_attachments(claim)
         if blocked is not None:
             return self._after_failure(blocked)
         result = self.sender.send_batch(
-            self._wire_body(claim.body, claim.raw),
+            self._wire_body(claim),
             batch_id=claim.batch_id,
             encoding=self._encoding,
             timeout=self._request_timeout(),
@@ -282,11 +297,12 @@ class Uploader:
             self.counters.split_batches += 1
             action, result = self._send_split(claim.lines(), claim.batch_id)
         if action is Action.ACK:
+            step = self._after_success(claim, result)  # counted first: a flush may be waiting
             self.spool.ack(claim)
-            return self._after_success(claim, result)
+            return step
         if action is Action.DEAD_LETTER:
-            self.spool.dead_letter(claim)
             self.counters.rejected += claim.n_events
+            self.spool.dead_letter(claim)
             self._failures = 0
             self._log.warning(
                 "dead_letter",
@@ -562,10 +578,10 @@ class Uploader:
             timeout = min(timeout, max(0.05, self._deadline - self._monotonic()))
         return timeout
 
-    def _wire_body(self, body: bytes, raw: bytes) -> bytes:
+    def _wire_body(self, claim: Claim) -> bytes:
         if self._encoding == "zstd":
-            return body  # the spool file is the wire body: no re-encoding
-        return gzip.compress(raw, compresslevel=6, mtime=0)
+            return claim.body  # the spool file is the wire body: no re-encoding
+        return gzip.compress(claim.raw, compresslevel=6, mtime=0)
 
     def _compress(self, raw: bytes) -> bytes:
         if self._encoding == "zstd":
