@@ -896,6 +896,29 @@ def test_replay_after_a_failure_streak_is_paced_until_drained(
     assert up.step().wait_s == 0.0  # drained: the replay window is over
 
 
+def test_replay_is_paced_after_a_kill_switch_ends(
+    spool: Spool,
+    router: respx.MockRouter,
+    clock: FakeClock,
+    make_uploader: Callable[..., Uploader],
+    make_settings: SettingsFactory,
+) -> None:
+    """A fleet-wide kill switch ends at the same moment everywhere: the backlog that waited
+    behind it drains paced (hard waits of ~1/replay_rate), not back to back."""
+    Collector(router)
+    for tag in "abc":
+        seal_n(spool, 1, tag)
+    up = make_uploader(make_settings(replay_rate=10))
+    up.control.disable(30, now=clock.time())
+
+    assert up.step().outcome == "kill_switch"
+    clock.advance(31)
+    steps = [up.step() for _ in range(3)]
+
+    assert [s.outcome for s in steps] == ["sent"] * 3
+    assert all(s.hard and 0.05 <= s.wait_s <= 0.15 + 1e-9 for s in steps)
+
+
 def test_no_pacing_without_a_failure(
     spool: Spool,
     router: respx.MockRouter,

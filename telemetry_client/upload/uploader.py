@@ -203,7 +203,10 @@ class Uploader:
                     step = Step("error", wait_s=1.0)
                 self._notify()
                 if step.wait_s > 0:
-                    self._pause(step.wait_s, hard=step.hard)
+                    # Long hard pauses are slept in slices: each new step re-reads the kill
+                    # switch (set or lifted by another process) and re-checks the pause.
+                    wait = min(step.wait_s, KILL_SWITCH_POLL_S) if step.hard else step.wait_s
+                    self._pause(wait, hard=step.hard)
         finally:
             self._close_sender()
             self._notify()
@@ -255,6 +258,7 @@ class Uploader:
         until = self.control.disabled_until()
         self.disabled_until = until if until > now else 0.0
         if until > now:
+            self._failures = max(self._failures, 1)  # when it ends: paced replay, not a stampede
             return Step("kill_switch", min(until - now, KILL_SWITCH_POLL_S), hard=True)
         if self._paused_until > now:
             return Step("paused", self._paused_until - now, hard=True)
@@ -339,6 +343,7 @@ class Uploader:
         if action is Action.AUTH_PAUSE:
             pause = self.settings.auth_pause
             self._paused_until, self._pause_reason = now + pause, "auth"
+            self._failures = max(self._failures, 1)  # resumed later: paced replay
             self._log.warning(
                 "auth",
                 "telemetry upload refused by the collector with %s at %s: check"
