@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import re
+import sys
 from collections.abc import Callable
 
 import orjson
@@ -393,6 +394,115 @@ def test_gate_regexes_equal_substring_checks(text: str) -> None:
     expected = any(n in text for n in needles)
     assert any(gate(text) for gate in _redact._STR_GATES) == expected
     assert any(gate(text.encode()) for gate in _redact._BYTES_GATES) == expected
+
+
+def fallback_redactor(**kwargs: object) -> Redactor:
+    """A Redactor built while ``import ahocorasick_rs`` fails, so it uses the regex gates."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "ahocorasick_rs", None)  # None in sys.modules: ImportError
+        return Redactor(**kwargs)  # type: ignore[arg-type]
+
+
+_EXTRA_KEYS = ["session-cookie-value", "X_Tenant_Pin", "myVaultRef", "Geheimer-Schlüssel", 'P"in']
+# (automaton, fallback) pairs: built-in needles only, and with the extra keys' needles added.
+_PAIRS = [
+    (Redactor(), fallback_redactor()),
+    (Redactor(extra_keys=_EXTRA_KEYS), fallback_redactor(extra_keys=_EXTRA_KEYS)),
+]
+_ALL_NEEDLES = sorted({*_redact._BYTES_NEEDLES, *_PAIRS[1][0]._key_needles})
+
+
+def test_prefilter_pairs_use_both_implementations() -> None:
+    """The equivalence tests below really compare the automaton with the regex-gate fallback."""
+    for automaton, fallback in _PAIRS:
+        assert automaton._scan is not None
+        assert fallback._scan is None
+    assert _PAIRS[1][0]._key_needles == _PAIRS[1][1]._key_needles
+    assert b"myvaultref" in _ALL_NEEDLES
+    assert "schlüssel".encode() in _ALL_NEEDLES
+
+
+def assert_same_verdict(serialized: bytes) -> None:
+    """Automaton and fallback agree on ``serialized`` (so no false negative either way)."""
+    for automaton, fallback in _PAIRS:
+        assert automaton.maybe_secret(serialized) == fallback.maybe_secret(serialized), serialized
+
+
+_NEAR_MISS = st.text(alphabet=_NEEDLE_CHARS + _NEEDLE_CHARS.upper() + 'ÜüLNTPRV\n\\"é', max_size=60)
+
+
+@settings(max_examples=400, database=None, deadline=None)
+@given(
+    blob=st.binary(max_size=200),
+    text=st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=200),
+    near=_NEAR_MISS,
+)
+def test_automaton_equals_fallback_on_arbitrary_input(blob: bytes, text: str, near: str) -> None:
+    """On arbitrary bytes, text and needle-alphabet soup, both prefilters give the same answer."""
+    assert_same_verdict(blob)
+    for value in (text, near):
+        assert_same_verdict(value.encode())
+        assert_same_verdict(orjson.dumps({value: [value]}))
+
+
+def ascii_case(needle: bytes, upper: list[bool]) -> bytes:
+    """``needle`` with the ASCII letters at ``upper`` positions uppercased."""
+    return bytes(
+        c - 32 if flag and 0x61 <= c <= 0x7A else c for c, flag in zip(needle, upper, strict=False)
+    )
+
+
+@settings(max_examples=400, database=None, deadline=None)
+@given(
+    needle=st.sampled_from(_ALL_NEEDLES),
+    upper=st.lists(st.booleans(), min_size=16, max_size=16),
+    before=st.binary(max_size=80) | _NEAR_MISS.map(str.encode),
+    after=st.binary(max_size=80) | _NEAR_MISS.map(str.encode),
+)
+def test_embedded_needle_in_any_case_is_flagged(
+    needle: bytes, upper: list[bool], before: bytes, after: bytes
+) -> None:
+    """Every needle, in any ASCII case, anywhere in the bytes, is flagged by both prefilters."""
+    haystack = before + ascii_case(needle, upper + [False] * len(needle)) + after
+    automaton, fallback = _PAIRS[1]
+    assert automaton.maybe_secret(haystack), haystack
+    assert fallback.maybe_secret(haystack), haystack
+    if needle in _redact._BYTES_NEEDLES:
+        assert _PAIRS[0][0].maybe_secret(haystack), haystack
+        assert _PAIRS[0][1].maybe_secret(haystack), haystack
+
+
+def test_automaton_equals_fallback_on_corpus() -> None:
+    """On every sample string and event in this file, both prefilters give the same answer."""
+    samples: list[object] = [text for text, _, _ in POSITIVE_STRINGS]
+    samples += [*NEGATIVE_STRINGS, USAGE_EVENT, ENV_FILE, PEM_DIFF, {"headers": {"X-Api-Key": 1}}]
+    samples += [{key: 1} for key in [*_EXTRA_KEYS, "xTenantPin", "MYVAULTREF", "vault_ref"]]
+    for sample in samples:
+        assert_same_verdict(orjson.dumps(sample))
+        assert_same_verdict(orjson.dumps({"data": sample}, option=orjson.OPT_INDENT_2))
+    assert not _PAIRS[0][0].maybe_secret(orjson.dumps(USAGE_EVENT))
+    assert _PAIRS[0][0].maybe_secret(orjson.dumps(POSITIVE_STRINGS[0][0]))
+
+
+def test_fallback_without_ahocorasick(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without ahocorasick_rs the Redactor uses the regex gates and keeps the contract."""
+    monkeypatch.setitem(sys.modules, "ahocorasick_rs", None)
+    r = Redactor(extra_keys=["myVaultRef"])
+    assert r._scan is None
+    assert not r.maybe_secret(orjson.dumps(USAGE_EVENT))
+    assert r.maybe_secret(orjson.dumps({"x": {"MYVAULTREF": 1}}))
+    for text, secret, _ in POSITIVE_STRINGS:
+        assert r.maybe_secret(orjson.dumps({"a": [text]}))
+        assert secret not in r.redact_str(text)[0]
+    assert r.redact({"Authorization": "x"}) == ({"Authorization": "[REDACTED]"}, 1)
+
+
+def test_automaton_only_built_when_used() -> None:
+    """A disabled redactor, or one that always redacts, builds no automaton."""
+    assert Redactor(enabled=False)._scan is None
+    assert Redactor(extra_patterns=["x"])._scan is None
+    assert Redactor(callback=lambda _k, _v: None)._scan is None
+    assert Redactor(extra_keys=["--"])._scan is None  # no name segment: always True
 
 
 _BASE_KEYS = [*sorted(_redact._SECRET_KEYS), "db_token", "my_secret", "user_password", "x_apikey"]
