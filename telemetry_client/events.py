@@ -47,6 +47,7 @@ __all__ = [
     "FileOperation",
     "FileRead",
     "FileWrite",
+    "LLMCall",
     "PromptSent",
     "ResponseChunk",
     "ResponseComplete",
@@ -128,6 +129,30 @@ class ChatTurn(Event):
     input_tokens: int | None = None
     output_tokens: int | None = None
     status: str | None = None
+
+
+@dataclass(slots=True, kw_only=True)
+class LLMCall(Event):
+    """One request to an LLM API (recorded by ``integrations.httpx``); feeds usage stats.
+
+    ``prompt``/``answer`` are recorded only when configured (large ones become attachments).
+    """
+
+    TYPE: ClassVar[str] = "llm_call"
+    provider: str
+    model: str | None = None
+    endpoint: str | None = None  # URL path, e.g. /v1/chat/completions (no query, no secrets)
+    status: int | None = None  # HTTP status; None when no answer arrived
+    error: str | None = None
+    latency_ms: float | None = None
+    streamed: bool = False
+    request_bytes: int = 0
+    response_bytes: int = 0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    prompt: Any = None
+    answer: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -328,6 +353,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         SessionStart,
         ChatTurn,
+        LLMCall,
         ToolCall,
         FileOperation,
         ChangeDecision,

@@ -130,6 +130,7 @@ def test_round_trip_through_client_and_spool(
 TYPED = [
     events.SessionStart(app_version="1.0", os="linux", python_version="3.11"),
     events.ChatTurn(model="gpt-4.1", user_prompt="hi", assistant_final="hello", latency_ms=812),
+    events.LLMCall(provider="openai", model="gpt-4.1", status=200, input_tokens=12),
     events.ToolCall(tool_name="read_file", args={"path": "a.py"}, result="x = 1\n"),
     events.FileOperation(
         path="a.py",
