@@ -71,9 +71,10 @@ class _Cut:
     """A cut batch waiting to be compressed and written."""
 
     number: int
-    lines: list[bytes]
+    lines: list[bytes]  # emptied once ``body`` is set (the memory goes with it)
     first_ns: int
     last_ns: int
+    n: int = 0  # events in the batch
     attempts: int = 0
     body: bytes | None = None
     failed_at: float = 0.0
@@ -297,16 +298,16 @@ class Batcher:
         ``write=False`` on the writer thread: the sealer thread does the writing.
         """
         progressed = False
+        # The sealer is behind and emitters are not pressing: compress one batch here too.
+        # zstd releases the GIL, so the two threads compress on two cores, and encoded lines
+        # stop piling up in memory. (With the buffer half full, encoding comes first:
+        # otherwise emitters would do hand-offs.)
         if (
             not write
             and len(self._sealq) > WRITER_ASSIST_AT
             and len(self.buffer) < self.buffer_max // 2
+            and self._precompress_newest()
         ):
-            # The sealer is behind and emitters are not pressing: compress one batch here too.
-            # zstd releases the GIL, so the two threads compress on two cores, and encoded
-            # lines stop piling up in memory. (With the buffer half full, encoding comes first:
-            # otherwise emitters would do hand-offs.)
-            self._write_one()
             return True
         if self.buffer:
             self._encode_chunk(WRITER_CHUNK)
@@ -327,12 +328,12 @@ class Batcher:
         while self._failed:
             cut = self._failed.popleft()
             with self._state_lock:
-                self.counters.dropped_events += len(cut.lines)
+                self.counters.dropped_events += cut.n
                 self._unwritten.pop(cut.number, None)
                 self._release_markers_locked()
             with contextlib.suppress(OSError):
                 self._spool.record_loss(
-                    "disk_error", len(cut.lines), len(cut.body or b""), cut.first_ns, cut.last_ns
+                    "disk_error", cut.n, len(cut.body or b""), cut.first_ns, cut.last_ns
                 )
 
     def _encode_chunk(self, limit: int, *, handoff: bool = False) -> None:
@@ -380,13 +381,13 @@ class Batcher:
             return
         with self._state_lock:
             self._cut_no += 1
-            cut = _Cut(self._cut_no, self._lines, self._first_ns, self._last_ns)
+            cut = _Cut(self._cut_no, self._lines, self._first_ns, self._last_ns, len(self._lines))
             enc = self._encoder
             if enc is not None:
                 moved = enc.attachments
                 cut.has_attachments = moved != self._att_seen
                 self._att_seen = moved
-            self._unwritten[cut.number] = len(cut.lines)
+            self._unwritten[cut.number] = cut.n
         self._lines = []
         self._nbytes = 0
         self._sealq.append(cut)
@@ -415,6 +416,38 @@ class Batcher:
             return
         self._write_cut(cut)
 
+    def _precompress_newest(self) -> bool:
+        """Compress the newest queued batch in place; the sealer publishes it in its turn.
+
+        Batches stay published in cut order (the sealer alone pops the queue), while the
+        compression, the expensive part, runs on both threads (zstd releases the GIL).
+        """
+        queue = self._sealq
+        for i in range(len(queue) - 1, WRITER_ASSIST_AT - 1, -1):  # never the sealer's next ones
+            try:
+                cut = queue[i]  # the sealer pops from the left meanwhile: indices shift, fine
+            except IndexError:
+                continue
+            if cut.body is None:
+                self._compress(cut)
+                return True
+        return False
+
+    def _compress(self, cut: _Cut) -> bytes:
+        """``cut``'s zstd frame, compressed once; safe if two threads race on one cut.
+
+        ``body`` is set before ``lines`` is emptied, so a racing thread either sees the body
+        or still holds the full lines (and computes the same frame).
+        """
+        lines = cut.lines
+        body = cut.body
+        if body is not None:
+            return body
+        body = self._compressor().compress(b"\n".join([*lines, b""]))  # newline-terminated
+        cut.body = body
+        cut.lines = []
+        return body
+
     def _compressor(self) -> zstandard.ZstdCompressor:
         """The sealer thread reuses one compressor (~1 µs/event saved); a caller doing a
         hand-off gets a fresh one, so no emitting thread keeps zstd's working memory."""
@@ -425,16 +458,12 @@ class Batcher:
         return _new_compressor()
 
     def _write_cut(self, cut: _Cut) -> bool:
-        n = len(cut.lines)
+        n = cut.n
         if not self._opened:
             self._open_spool()
         try:
-            if cut.body is None:
-                cctx = self._compressor()
-                cut.lines.append(b"")
-                cut.body = cctx.compress(b"\n".join(cut.lines))
-                cut.lines.pop()
-            result = self._spool.seal(cut.body, n)
+            body = self._compress(cut)
+            result = self._spool.seal(body, n)
         except OSError as exc:
             self._on_write_error(cut, exc)
             return False
@@ -469,7 +498,7 @@ class Batcher:
             self._failed.append(cut)
             if len(self._failed) > MAX_FAILED_BATCHES:
                 dropped = self._failed.popleft()
-                self.counters.dropped_events += len(dropped.lines)
+                self.counters.dropped_events += dropped.n
                 self._unwritten.pop(dropped.number, None)
                 self._release_markers_locked()
         self._log.error(
@@ -483,12 +512,12 @@ class Batcher:
                 "spool-drop",
                 "telemetry spool %s: still failing, dropped %d events",
                 self._spool.root,
-                len(dropped.lines),
+                dropped.n,
             )
             with contextlib.suppress(OSError):
                 self._spool.record_loss(
                     "disk_error",
-                    len(dropped.lines),
+                    dropped.n,
                     len(dropped.body or b""),
                     dropped.first_ns,
                     dropped.last_ns,

@@ -199,6 +199,32 @@ def _cmd_purge(settings: TelemetrySettings, args: argparse.Namespace, out: TextI
     return EXIT_OK
 
 
+def _cmd_stats(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
+    """Sliding-window LLM usage of every process on this spool (read-only, takes no lock)."""
+    from . import usage
+
+    store = usage.UsageStore(usage.usage_dir(settings.resolved_spool_dir))
+    snapshot = store.read()
+    if snapshot.problem is not None:
+        sys.stderr.write(
+            f"telemetry-client: usage stats {store.path} unreadable ({snapshot.problem}); "
+            "showing zeros, the next LLM call starts it over\n"
+        )
+    summary = usage.summarize(snapshot, args.window, store=str(store.path))
+    render = {"text": usage.format_text, "json": usage.format_json, "tmux": usage.format_tmux}
+    out.write(render[args.format](summary) + "\n")
+    return EXIT_OK
+
+
+def _window(text: str) -> float:
+    from .usage import parse_window
+
+    try:
+        return parse_window(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_demo(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
     from ._demo import run_demo
 
@@ -229,6 +255,23 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--dead-letter", action="store_true", help="dead-lettered batches")
     g.add_argument("--all", action="store_true", help="everything")
     u.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    st = sub.add_parser(
+        "stats", help="LLM usage over a sliding window, across every process on this spool"
+    )
+    st.add_argument(
+        "--window",
+        type=_window,
+        default=3600.0,
+        metavar="DURATION",
+        help="how far back to look, 1m to 24h, e.g. 15m, 90s, 6h (a bare number is minutes;"
+        " default 60m)",
+    )
+    st.add_argument(
+        "--format",
+        choices=("text", "json", "tmux"),
+        default="text",
+        help="text (a table), json (one object) or tmux (one compact line)",
+    )
     d = sub.add_parser("demo", help="run a simulated agent session and show what was recorded")
     d.add_argument("--spool-dir", help="spool directory (default: a fresh temporary one)")
     d.add_argument("--keep", action="store_true", help="keep the temporary spool afterwards")
@@ -257,6 +300,7 @@ _COMMANDS = {
     "status": _cmd_status,
     "tail": _cmd_tail,
     "purge": _cmd_purge,
+    "stats": _cmd_stats,
     "demo": _cmd_demo,
 }
 

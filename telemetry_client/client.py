@@ -16,6 +16,12 @@ thread, task or socket is ever created and ``emit()`` returns after one attribut
 Fork safety: ``os.register_at_fork`` hooks quiesce the writer before a fork; the child
 drops the parent's in-memory events (the parent still writes them), closes inherited spool
 file descriptors without writing through them, and starts its own writer on first use.
+
+Usage stats: an ``events.LLMCall`` is also handed to a ``UsageRecorder`` (one type check
+on the hot path, then a deque append); its own small thread, started on the first LLM
+call, merges those calls about once a second into the spool's shared usage store
+(``telemetry_client.usage``), and ``flush``/``close`` merge the rest. Failures there are
+counted and logged, never raised.
 """
 
 from __future__ import annotations
@@ -41,12 +47,16 @@ from ._batcher import Batcher
 from ._encode import Encoder
 from ._log import RateLimitedLogger
 from ._redact import Redactor
+from ._usage_recorder import UsageRecorder
 from .context import _session_id, _user_id
 from .errors import ClientClosedError
-from .events import Event
+from .events import Event, LLMCall
+from .files import TrackedFile
+from .run import RunRecorder
 from .settings import TelemetrySettings
 from .spool import Spool
 from .upload import Uploader
+from .usage import UsageStore, usage_dir
 
 __all__ = ["FlushResult", "TelemetryClient"]
 
@@ -113,6 +123,9 @@ class TelemetryClient:
         self._buffer_max = s.buffer_max_events
         self._kill_switch_drops = 0
         self._start_lock = threading.Lock()
+        self._usage = UsageRecorder(
+            UsageStore(usage_dir(s.resolved_spool_dir), fsync=s.fsync == "batch"), self._log
+        )
         _live_clients.add(self)
 
     def _make_encoder(self) -> Encoder:
@@ -180,6 +193,8 @@ class TelemetryClient:
         if up is not None and up.disabled_until and up.disabled_until > time.time():
             self._kill_switch_drops += 1  # the collector's kill switch: collection paused
             return
+        if type(event) is LLMCall:
+            self._usage.add(event)  # usage stats: a deque append; merged by its own thread
         batcher = self._batcher
         buf = batcher.buffer
         buf.append(
@@ -235,6 +250,7 @@ class TelemetryClient:
         limit = self.settings.shutdown_timeout if timeout is None else timeout
         deadline = start + max(0.0, limit)
         ok = self._batcher.flush(max(0.0, limit))
+        self._usage.flush(max(0.0, deadline - time.monotonic()))  # never raises
         if not ok:
             return FlushResult(False, self._batcher.pending_events(), time.monotonic() - start)
         if self._uploader is None or self._state is not _State.OPEN:
@@ -279,6 +295,7 @@ class TelemetryClient:
         flushed = self._batcher.flush(limit)
         remaining = max(0.0, deadline - time.monotonic())
         self._batcher.stop(remaining)
+        self._usage.close(max(0.0, deadline - time.monotonic()))
         pending = self._batcher.pending_events()
         if up is not None:
             if flushed and pending == 0:
@@ -350,6 +367,14 @@ class TelemetryClient:
         base["dropped_kill_switch"] = self._kill_switch_drops
         base["dropped"] += self._closed_drops + self._kill_switch_drops
         base["pending"] = self._batcher.pending_events()
+        base.update(self._usage.describe())
+        tracking = self.tracking_stats()
+        if tracking["tracking_errors"] or tracking["coerced"]:
+            coerced = dict(base.get("coerced") or {})
+            for kind, n in tracking["coerced"].items():
+                coerced[kind] = coerced.get(kind, 0) + n
+            base["coerced"] = coerced
+            base["tracking_errors"] = tracking["tracking_errors"]
         return base
 
     # -- fork hooks ---------------------------------------------------------------------------
@@ -365,11 +390,115 @@ class TelemetryClient:
     def _after_fork_child(self) -> None:
         self._start_lock = threading.Lock()
         self._batcher.after_fork_in_child()
+        self._usage.after_fork_in_child()
         if self._uploader is not None:
             self._uploader.after_fork_in_child()
         self._seq = itertools.count(1)
         if self._state is _State.OPEN:
             self._state = _State.UNOPENED  # restart lazily in the child
+
+    # -- agent runs and file changes (run.py, files.py) -------------------------------------
+
+    def run(
+        self,
+        *,
+        toolchain: str | None = None,
+        model: str | None = None,
+        run_id: str | None = None,
+        coalesce_bytes: int = 4096,
+        coalesce_ms: float = 250.0,
+        clock: Callable[[], float] | None = None,
+        **extra: Any,
+    ) -> RunRecorder:
+        """A recorder of one agent run: ``with client.run(...) as run:`` (or ``async with``).
+
+        Emits ``started`` (a new UUID ``run_id`` unless given, ``toolchain``, ``model``,
+        ``extra``), the events of ``run.prompt_sent(...)``, ``run.response_chunk(...)``, ...
+        and ``completed``; see :mod:`telemetry_client.run` for statuses, coalescing of
+        streamed chunks (``coalesce_bytes``/``coalesce_ms``; ``clock`` is injectable) and costs.
+        """
+        return RunRecorder(
+            self,
+            toolchain=toolchain,
+            model=model,
+            run_id=run_id,
+            coalesce_bytes=coalesce_bytes,
+            coalesce_ms=coalesce_ms,
+            clock=clock,
+            extra=extra,
+        )
+
+    def file_operation(
+        self,
+        path: str | os.PathLike[str],
+        before: str | bytes | None = None,
+        after: str | bytes | None = None,
+        op: str = "edit",
+        op_id: str | None = None,
+        **extra: Any,
+    ) -> str:
+        """Emit a ``file_operation`` (diff and line counts, or a binary summary); returns its id.
+
+        The diff runs on the caller's thread (cost: :mod:`telemetry_client.files`); large
+        contents become attachments on the writer thread. Never raises.
+        """
+        from . import files
+
+        return files.file_operation(
+            self, path, before=before, after=after, op=op, op_id=op_id, extra=extra
+        )
+
+    def write_file(
+        self,
+        path: str | os.PathLike[str],
+        content: str | bytes,
+        *,
+        encoding: str = "utf-8",
+        op: str | None = None,
+        op_id: str | None = None,
+        **extra: Any,
+    ) -> str:
+        """Write ``content`` to ``path`` and emit the change (``edit``, or ``write`` if new).
+
+        The old content is read first; the write's own errors (``OSError``, encoding
+        errors) propagate as without telemetry, and then nothing is emitted. Returns the
+        operation id.
+        """
+        from . import files
+
+        return files.write_file(
+            self, path, content, encoding=encoding, op=op, op_id=op_id, extra=extra
+        )
+
+    def track_file(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        op: str | None = None,
+        op_id: str | None = None,
+        encoding: str = "utf-8",
+        **extra: Any,
+    ) -> TrackedFile:
+        """``with client.track_file(path) as t:`` snapshot before, emit the change after."""
+        return TrackedFile(self, path, op=op, op_id=op_id, encoding=encoding, extra=extra)
+
+    def change_decision(
+        self, op_id: str, decision: str, *, reason: str | None = None, **extra: Any
+    ) -> None:
+        """Emit a ``change_decision`` (accept/reject/revert) for the operation ``op_id``.
+
+        Another value is coerced (case, past tense; else ``"invalid"``), counted in
+        ``tracking_stats()["coerced"]`` and logged; never raises.
+        """
+        from . import files
+
+        files.change_decision(self, op_id, decision, reason=reason, extra=extra)
+
+    def tracking_stats(self) -> dict[str, Any]:
+        """Counters of runs and file tracking: ``coerced`` by kind, ``tracking_errors``."""
+        from . import files
+
+        return files.tracking(self).snapshot()
 
 
 _live_clients: weakref.WeakSet[TelemetryClient] = weakref.WeakSet()

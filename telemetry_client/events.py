@@ -166,6 +166,8 @@ class ToolCall(Event):
     result: Any = None
     duration_ms: float | None = None
     error: str | None = None
+    run_id: str | None = None
+    run_seq: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -181,6 +183,11 @@ class FileOperation(Event):
     diff: str | None = None
     loc_added: int | None = None
     loc_removed: int | None = None
+    binary: bool | None = None  # True: contents summarised by size/sha256, not diffed
+    before_size: int | None = None
+    after_size: int | None = None
+    before_sha256: str | None = None
+    after_sha256: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -189,8 +196,9 @@ class ChangeDecision(Event):
 
     TYPE: ClassVar[str] = "change_decision"
     op_id: str
-    decision: str  # accept | reject | revert
+    decision: str  # accept | reject | revert (anything else was coerced to invalid)
     reason: str | None = None
+    raw_decision: str | None = None  # the value passed, when it had to be coerced
 
 
 @dataclass(slots=True, kw_only=True)
@@ -202,6 +210,8 @@ class Error(Event):
     message: str
     stack_trace: str | None = None
     context: Mapping[str, Any] | None = None
+    run_id: str | None = None
+    run_seq: int | None = None
 
     @classmethod
     def from_exception(
@@ -225,6 +235,7 @@ class Started(Event):
 
     TYPE: ClassVar[str] = "started"
     run_id: str | None = None
+    run_seq: int | None = None  # order within the run (RunRecorder)
     toolchain: str | None = None
     model: str | None = None
 
@@ -235,6 +246,7 @@ class PromptSent(Event):
 
     TYPE: ClassVar[str] = "prompt_sent"
     run_id: str | None = None
+    run_seq: int | None = None  # order within the run (RunRecorder)
     prompt: str | None = None
     tokens: int | None = None
 
@@ -245,8 +257,10 @@ class ResponseChunk(Event):
 
     TYPE: ClassVar[str] = "response_chunk"
     run_id: str | None = None
+    run_seq: int | None = None  # order within the run (RunRecorder)
     content: str | None = None
-    index: int | None = None
+    index: int | None = None  # ordinal of the first raw chunk in this event
+    chunks: int | None = None  # raw chunks coalesced into this event
 
 
 @dataclass(slots=True, kw_only=True)
@@ -255,6 +269,7 @@ class ResponseComplete(Event):
 
     TYPE: ClassVar[str] = "response_complete"
     run_id: str | None = None
+    run_seq: int | None = None  # order within the run (RunRecorder)
     content: str | None = None
     tokens: int | None = None
 
@@ -265,6 +280,7 @@ class ToolResult(Event):
 
     TYPE: ClassVar[str] = "tool_result"
     run_id: str | None = None
+    run_seq: int | None = None  # order within the run (RunRecorder)
     tool_name: str | None = None
     call_id: str | None = None
     result: Any = None
@@ -278,6 +294,7 @@ class BashCommand(Event):
 
     TYPE: ClassVar[str] = "bash_command"
     run_id: str | None = None
+    run_seq: int | None = None  # order within the run (RunRecorder)
     command: str
     cwd: str | None = None
 
@@ -288,9 +305,12 @@ class BashOutput(Event):
 
     TYPE: ClassVar[str] = "bash_output"
     run_id: str | None = None
+    run_seq: int | None = None  # order within the run (RunRecorder)
     output: str | None = None
     stream: str | None = None  # stdout | stderr
     exit_code: int | None = None
+    index: int | None = None  # ordinal of the first raw chunk of this stream
+    chunks: int | None = None  # raw chunks coalesced into this event
 
 
 @dataclass(slots=True, kw_only=True)
@@ -299,6 +319,7 @@ class FileRead(Event):
 
     TYPE: ClassVar[str] = "file_read"
     run_id: str | None = None
+    run_seq: int | None = None  # order within the run (RunRecorder)
     path: str
     size: int | None = None
     content: str | None = None
@@ -310,6 +331,7 @@ class FileWrite(Event):
 
     TYPE: ClassVar[str] = "file_write"
     run_id: str | None = None
+    run_seq: int | None = None  # order within the run (RunRecorder)
     path: str
     size: int | None = None
     content: str | None = None
@@ -321,6 +343,7 @@ class Thinking(Event):
 
     TYPE: ClassVar[str] = "thinking"
     run_id: str | None = None
+    run_seq: int | None = None  # order within the run (RunRecorder)
     content: str | None = None
 
 
@@ -330,7 +353,8 @@ class Completed(Event):
 
     TYPE: ClassVar[str] = "completed"
     run_id: str | None = None
-    status: str | None = None  # success | failure | cancelled
+    run_seq: int | None = None  # order within the run (RunRecorder)
+    status: str | None = None  # success | error | cancelled
     exit_code: int | None = None
     duration_ms: float | None = None
 

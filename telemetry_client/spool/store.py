@@ -13,6 +13,8 @@ On-disk layout (every directory 0700, every file 0600, whatever the umask)::
       tmp/<sha256>.<pid>.<rand>.blob.tmp     a blob being written (flock'ed by its writer)
       quarantine/<sha256>.<raw>.<stored>.zst          unreadable blobs, kept for humans
       state/dropped.json                     persistent loss counters (events/bytes by reason)
+      state/control.json, last_upload.json   kill switch, last upload outcome (upload/)
+      usage/stats.json, stats.lock           cross-process LLM usage (telemetry_client.usage)
 
 ``<batch>`` is a UUIDv7 in 32 hex digits: names sort by creation time, and the UTC day
 directory is the day of that time, so retention removes whole old days cheaply. A batch
@@ -372,10 +374,13 @@ class Spool:
         for day in self._days():
             items.extend(self._list_flat(self._batches / day))
         blobs = self._list_blobs(self._blobs) + self._list_blobs(self._quarantine)
-        with contextlib.suppress(FileNotFoundError):
-            for entry in os.scandir(self._state):
-                with contextlib.suppress(FileNotFoundError):
-                    other += entry.stat(follow_symlinks=False).st_size
+        # Small files outside the data folders count too: loss counters and upload state
+        # (state/), and the cross-process LLM usage store (usage/, see telemetry_client.usage).
+        for small in (self._state, self.root / "usage"):
+            with contextlib.suppress(OSError):  # absent, or not a directory: nothing to count
+                for entry in os.scandir(small):
+                    with contextlib.suppress(OSError):
+                        other += entry.stat(follow_symlinks=False).st_size
         items.sort(key=lambda it: it[1].batch_id)
         used = other + sum(n.n_bytes for _, n in items) + sum(b.stored_size for _, b in blobs)
         return items, blobs, used

@@ -1,0 +1,823 @@
+"""LLM-call capture over httpx (``telemetry_client.integrations.httpx``).
+
+End to end with the real ``openai`` SDK against the local fake in ``tests/_fake_llm.py``;
+events are read back from the spool of a client with no endpoint. Parser units cover the
+Anthropic, Responses API and Gemini formats without their SDKs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import itertools
+import json
+import random
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import httpx
+import openai
+import pytest
+from _fake_llm import FakeLLM, answer_chunks, prompt_tokens_for, serve_fake_llm
+
+from telemetry_client import TelemetryClient, TelemetrySettings, session_context
+from telemetry_client.integrations import _llm
+from telemetry_client.integrations.httpx import (
+    AsyncInstrumentedTransport,
+    InstrumentedTransport,
+    default_should_record,
+    detect_provider,
+    instrument,
+    instrumented_async_http_client,
+    instrumented_http_client,
+)
+
+_C = TypeVar("_C")
+FAKE_HOST = {"127.0.0.1": "openai"}  # the fake is reported as OpenAI
+SECRET = "sk-proj-Zx81Qw7TmN2pL4vR9sK3bY6cD0eF5gH1"  # noqa: S105 - fake, shaped like an OpenAI key
+MESSAGES = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "hello fake model"},
+]
+ANSWER = "You said: hello fake model"
+PROMPT_TOKENS = prompt_tokens_for(MESSAGES)
+ANSWER_TOKENS = len(ANSWER.split())
+
+
+_OPEN: list[Any] = []
+
+
+def track(client: _C) -> _C:
+    """Close ``client`` (an SDK or httpx client) when the test ends."""
+    _OPEN.append(client)
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _close_tracked() -> Iterator[None]:
+    """Close the clients :func:`track` collected (unclosed sockets fail the run)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
+@pytest.fixture(scope="module")
+def fake() -> Iterator[FakeLLM]:
+    """One fake LLM server for the whole module."""
+    with serve_fake_llm() as server:
+        yield server
+
+
+@pytest.fixture
+def telemetry(settings_factory: Callable[..., TelemetrySettings]) -> Iterator[TelemetryClient]:
+    """A spool-only client (no endpoint) in this test's tmp dir."""
+    client = TelemetryClient(settings_factory(fsync="off"))
+    yield client
+    client.close()
+
+
+def llm_calls(client: TelemetryClient) -> list[dict[str, Any]]:
+    """Every spooled ``llm_call`` envelope, in emit order (after a flush to disk)."""
+    assert client.flush_sync(timeout=10).ok
+    found = []
+    for _name, raw in client.spool.iter_batches_newest_first():
+        for line in raw.splitlines():
+            event = json.loads(line)
+            if event["type"] == "llm_call":
+                found.append(event)
+    return sorted(found, key=lambda e: e["seq"])
+
+
+def only_call(client: TelemetryClient) -> dict[str, Any]:
+    """The one spooled ``llm_call`` payload (fails when there is not exactly one)."""
+    calls = llm_calls(client)
+    assert len(calls) == 1, calls
+    data: dict[str, Any] = calls[0]["data"]
+    return data
+
+
+def sdk(fake: FakeLLM, http_client: Any) -> openai.OpenAI:
+    """An ``openai.OpenAI`` on the fake, no retries (every attempt would be one event)."""
+    return track(
+        openai.OpenAI(
+            base_url=fake.base_url, api_key="test-key", max_retries=0, http_client=http_client
+        )
+    )
+
+
+def traced(fake: FakeLLM, telemetry: TelemetryClient, **options: Any) -> openai.OpenAI:
+    """The SDK on an instrumented ``httpx.Client`` reporting the fake as ``openai``."""
+    options.setdefault("provider_overrides", FAKE_HOST)
+    return sdk(fake, instrumented_http_client(telemetry, **options))
+
+
+def chat(llm: openai.OpenAI, **kwargs: Any) -> Any:
+    """A chat completion on the fake with the module's conversation."""
+    kwargs.setdefault("messages", MESSAGES)
+    return llm.chat.completions.create(model="fake-model", **kwargs)
+
+
+def stream_chunks(llm: openai.OpenAI, **kwargs: Any) -> list[Any]:
+    """Every chunk of a streamed chat completion that asks for the usage chunk."""
+    with chat(llm, stream=True, stream_options={"include_usage": True}, **kwargs) as stream:
+        return list(stream)
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (connecting is refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+# -- units: which requests, which provider --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "provider"),
+    [
+        ("api.openai.com", "openai"),
+        ("API.OpenAI.com", "openai"),
+        ("api.anthropic.com", "anthropic"),
+        ("generativelanguage.googleapis.com", "google"),
+        ("api.groq.com", "groq"),
+        ("api.mistral.ai", "mistral"),
+        ("openrouter.ai", "openrouter"),
+        ("my-resource.openai.azure.com", "azure_openai"),
+        ("llm.internal.example", "llm.internal.example"),
+    ],
+)
+def test_default_provider_detection(host: str, provider: str) -> None:
+    """Known API hosts map to provider names; any other host is reported as itself."""
+    assert detect_provider(host) == provider
+
+
+def test_provider_overrides_take_precedence() -> None:
+    """Overrides match ``host:port`` first, then the host, then ``*.domain`` wildcards."""
+    overrides = {
+        "127.0.0.1:8000": "vllm",
+        "127.0.0.1": "openai",
+        "*.corp.example": "gateway",
+        "api.openai.com": "proxy",
+    }
+    assert detect_provider("127.0.0.1", 8000, overrides) == "vllm"
+    assert detect_provider("127.0.0.1", 9000, overrides) == "openai"
+    assert detect_provider("llm.corp.example", None, overrides) == "gateway"
+    assert detect_provider("corp.example", None, overrides) == "gateway"
+    assert detect_provider("api.openai.com", None, overrides) == "proxy"
+    assert detect_provider("api.anthropic.com", None, overrides) == "anthropic"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("POST", "/v1/chat/completions", True),
+        ("POST", "/v1/completions", True),
+        ("POST", "/v1/responses", True),
+        ("POST", "/v1/messages", True),
+        ("POST", "/v1/embeddings", True),
+        ("POST", "/v1beta/models/gemini-2.0-flash:generateContent", True),
+        ("POST", "/v1beta/models/gemini-2.0-flash:streamGenerateContent", True),
+        ("GET", "/v1/chat/completions", False),
+        ("GET", "/v1/models", False),
+        ("POST", "/v1/files", False),
+    ],
+)
+def test_default_predicate(method: str, path: str, expected: bool) -> None:
+    """Only POSTs to the LLM API paths count as LLM calls by default."""
+    request = httpx.Request(method, f"https://api.example.com{path}?key=x")
+    assert default_should_record(request) is expected
+
+
+def test_public_api_is_curated() -> None:
+    """``__all__`` names things that exist, and every public function and class defined."""
+    from telemetry_client.integrations import httpx as module
+
+    defined = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_")
+        and callable(value)
+        and getattr(value, "__module__", None) in (module.__name__, _llm.__name__)
+    }
+    assert len(set(module.__all__)) == len(module.__all__)  # ruff (RUF022) keeps it sorted
+    assert defined <= set(module.__all__)
+    assert all(hasattr(module, name) for name in module.__all__)
+
+
+# -- the openai SDK end to end ----------------------------------------------------------------
+
+
+def test_sync_chat_completion_records_one_call(fake: FakeLLM, telemetry: TelemetryClient) -> None:
+    """A non-streamed completion: provider, model, path, status, tokens, exact body sizes."""
+    llm = traced(fake, telemetry)
+    raw = chat(llm.with_raw_response)
+    assert raw.parse().choices[0].message.content == ANSWER
+    data = only_call(telemetry)
+    assert data["provider"] == "openai"
+    assert data["model"] == "fake-model"
+    assert data["endpoint"] == "/v1/chat/completions"
+    assert data["status"] == 200
+    assert data["streamed"] is False
+    assert (data["input_tokens"], data["output_tokens"]) == (PROMPT_TOKENS, ANSWER_TOKENS)
+    assert data["total_tokens"] == PROMPT_TOKENS + ANSWER_TOKENS
+    assert data["request_bytes"] == len(raw.http_request.content)
+    assert data["response_bytes"] == len(raw.http_response.content)
+    assert data["latency_ms"] > 0
+    assert "error" not in data
+    assert "prompt" not in data  # content is not captured unless asked for
+    assert "answer" not in data
+
+
+def test_sync_stream_records_usage_from_the_final_chunk(
+    fake: FakeLLM, telemetry: TelemetryClient
+) -> None:
+    """A streamed completion: tokens from the ``include_usage`` chunk, ``streamed`` set."""
+    chunks = stream_chunks(traced(fake, telemetry))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == ANSWER
+    data = only_call(telemetry)
+    assert data["streamed"] is True
+    assert data["status"] == 200
+    assert data["model"] == "fake-model"
+    assert (data["input_tokens"], data["output_tokens"], data["total_tokens"]) == (
+        PROMPT_TOKENS,
+        ANSWER_TOKENS,
+        PROMPT_TOKENS + ANSWER_TOKENS,
+    )
+    assert data["response_bytes"] > data["request_bytes"] > 0
+    assert "closed_early" not in data
+
+
+@pytest.mark.parametrize("http_library", ["httpx", "httpx2"])
+def test_async_client_records_streamed_and_plain_calls(
+    fake: FakeLLM, telemetry: TelemetryClient, http_library: str
+) -> None:
+    """``openai.AsyncOpenAI``, on an instrumented ``httpx.AsyncClient`` or with its own
+    ``httpx2`` client instrumented in place: one event per call."""
+    options: dict[str, Any] = {"provider_overrides": FAKE_HOST, "capture_content": True}
+
+    async def main() -> tuple[Any, list[Any]]:
+        llm = openai.AsyncOpenAI(
+            base_url=fake.base_url,
+            api_key="test-key",
+            max_retries=0,
+            http_client=(
+                instrumented_async_http_client(telemetry, **options)
+                if http_library == "httpx"
+                else None
+            ),
+        )
+        if http_library == "httpx2":
+            instrument(llm, telemetry, **options)
+        async with llm:
+            plain = await llm.chat.completions.create(model="fake-model", messages=MESSAGES)
+            stream = await llm.chat.completions.create(
+                model="fake-model",
+                messages=MESSAGES,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            chunks = [chunk async for chunk in stream]
+        return plain, chunks
+
+    plain, chunks = asyncio.run(main())
+    assert plain.choices[0].message.content == ANSWER
+    assert chunks[-1].usage.total_tokens == PROMPT_TOKENS + ANSWER_TOKENS
+    first, second = llm_calls(telemetry)
+    for event, streamed in ((first, False), (second, True)):
+        data = event["data"]
+        assert data["provider"] == "openai"
+        assert data["model"] == "fake-model"
+        assert data["status"] == 200
+        assert data["streamed"] is streamed
+        assert (data["input_tokens"], data["output_tokens"]) == (PROMPT_TOKENS, ANSWER_TOKENS)
+        assert data["answer"] == ANSWER
+        assert data["prompt"] == MESSAGES
+        assert data["latency_ms"] > 0
+
+
+def test_embeddings_record_input_tokens(fake: FakeLLM, telemetry: TelemetryClient) -> None:
+    """Embeddings carry ``prompt_tokens``/``total_tokens`` only: no output tokens, no answer."""
+    llm = traced(fake, telemetry, capture_content=True)
+    result = llm.embeddings.create(model="fake-embed", input=["one two", "three"])
+    assert len(result.data) == 2
+    data = only_call(telemetry)
+    assert data["endpoint"] == "/v1/embeddings"
+    assert data["model"] == "fake-embed"
+    assert (data["input_tokens"], data["total_tokens"]) == (3, 3)
+    assert "output_tokens" not in data
+    assert data["prompt"] == ["one two", "three"]
+    assert "answer" not in data
+
+
+def test_capture_content_records_prompt_and_answer_redacted(
+    fake: FakeLLM, telemetry: TelemetryClient
+) -> None:
+    """With ``capture_content`` the prompt and assembled answer are spooled, secrets masked."""
+    llm = traced(fake, telemetry, capture_content=True)
+    messages = [{"role": "user", "content": f"my key is {SECRET} ok"}]
+    chat(llm, messages=messages)
+    stream_chunks(llm, messages=messages)
+    calls = llm_calls(telemetry)
+    assert len(calls) == 2
+    for event in calls:
+        data = event["data"]
+        (message,) = data["prompt"]
+        assert message["role"] == "user"
+        assert message["content"] == "my key is [REDACTED:openai_key] ok"
+        assert data["answer"] == "You said: my key is [REDACTED:openai_key] ok"
+    spooled = b"".join(raw for _, raw in telemetry.spool.iter_batches_newest_first())
+    assert SECRET.encode() not in spooled
+
+
+def test_streamed_answer_is_assembled_from_deltas(
+    fake: FakeLLM, telemetry: TelemetryClient
+) -> None:
+    """The answer of a stream is its content deltas joined, in order, whatever the chunking."""
+    words = " ".join(f"word{i}" for i in range(200))
+    stream_chunks(
+        traced(fake, telemetry, capture_content=True),
+        messages=[{"role": "user", "content": words}],
+    )
+    data = only_call(telemetry)
+    assert data["answer"] == "You said: " + words
+    assert data["output_tokens"] == len(answer_chunks("You said: " + words))
+
+
+def test_caller_receives_identical_results(fake: FakeLLM, telemetry: TelemetryClient) -> None:
+    """Responses, streamed chunks and raw bytes are the same with and without instrumentation."""
+    plain = sdk(fake, httpx.Client())
+    traced_llm = traced(fake, telemetry, capture_content=True)
+    assert chat(traced_llm).model_dump() == chat(plain).model_dump()
+    assert [c.model_dump() for c in stream_chunks(traced_llm)] == [
+        c.model_dump() for c in stream_chunks(plain)
+    ]
+    body = {"model": "fake-model", "messages": MESSAGES, "stream": True}
+    url = f"{fake.base_url}/chat/completions"
+    with httpx.Client() as raw_plain, instrumented_http_client(telemetry) as raw_traced:
+        answers = [http.post(url, json=body) for http in (raw_plain, raw_traced)]
+    expected, got = answers
+    assert got.content == expected.content
+    assert got.status_code == expected.status_code
+    strip_date = lambda r: [kv for kv in r.headers.multi_items() if kv[0] != "date"]  # noqa: E731
+    assert strip_date(got) == strip_date(expected)
+    assert len(llm_calls(telemetry)) == 3
+
+
+def test_telemetry_failure_never_reaches_the_caller(
+    fake: FakeLLM, telemetry: TelemetryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``emit`` that raises is counted in ``stats()``; the caller's results are unchanged."""
+    http = instrumented_http_client(telemetry, provider_overrides=FAKE_HOST, capture_content=True)
+    llm = sdk(fake, http)
+    expected = chat(llm).model_dump()
+    expected_chunks = [c.model_dump() for c in stream_chunks(llm)]
+
+    def broken_emit(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("telemetry is broken")
+
+    monkeypatch.setattr(telemetry, "emit", broken_emit)
+    assert chat(llm).model_dump() == expected
+    assert [c.model_dump() for c in stream_chunks(llm)] == expected_chunks
+    transport = http._transport
+    assert isinstance(transport, InstrumentedTransport)
+    assert transport.stats() == {"calls": 4, "errors": 2}
+
+
+def test_parser_failure_never_reaches_the_caller(
+    fake: FakeLLM, telemetry: TelemetryClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A parser that raises mid-body: the caller still gets every chunk; the call is emitted."""
+    llm = traced(fake, telemetry, capture_content=True)
+    expected = [c.model_dump() for c in stream_chunks(llm)]
+
+    def broken_feed(self: Any, raw: bytes) -> None:
+        raise ValueError("parser bug")
+
+    monkeypatch.setattr(_llm.ResponseParser, "feed", broken_feed)
+    assert [c.model_dump() for c in stream_chunks(llm)] == expected
+    first, second = llm_calls(telemetry)
+    assert first["data"]["total_tokens"] == PROMPT_TOKENS + ANSWER_TOKENS
+    assert second["data"]["status"] == 200
+    assert second["data"]["response_bytes"] == first["data"]["response_bytes"]
+    assert "total_tokens" not in second["data"]  # left out, not guessed
+
+
+def test_connect_error_reaches_the_caller_and_is_recorded(telemetry: TelemetryClient) -> None:
+    """A refused connection raises exactly as without telemetry, and an error event is emitted."""
+    llm = track(
+        openai.OpenAI(
+            base_url=f"http://127.0.0.1:{closed_port()}/v1",
+            api_key="test-key",
+            max_retries=0,
+            http_client=instrumented_http_client(telemetry, provider_overrides=FAKE_HOST),
+        )
+    )
+    with pytest.raises(openai.APIConnectionError) as excinfo:
+        chat(llm)
+    assert isinstance(excinfo.value.__cause__, httpx.ConnectError)
+    data = only_call(telemetry)
+    assert data["error"].startswith("ConnectError")
+    assert "status" not in data
+    assert data["model"] == "fake-model"
+    assert data["response_bytes"] == 0
+
+
+def test_transport_exception_object_is_re_raised_unchanged(telemetry: TelemetryClient) -> None:
+    """The inner transport's exception is the very object the caller catches."""
+    error = httpx.ReadTimeout("the model took too long")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    transport = InstrumentedTransport(httpx.MockTransport(handler), client=telemetry)
+    with httpx.Client(transport=transport) as http, pytest.raises(httpx.ReadTimeout) as excinfo:
+        http.post("https://api.openai.com/v1/responses", json={"model": "m", "input": "hi"})
+    assert excinfo.value is error
+    data = only_call(telemetry)
+    assert data["error"] == "ReadTimeout: the model took too long"
+    assert data["provider"] == "openai"
+    assert data["model"] == "m"
+
+
+def test_error_mid_body_reaches_the_caller_and_is_recorded(telemetry: TelemetryClient) -> None:
+    """A read error after some chunks propagates unchanged; status and partial answer are kept."""
+    error = httpx.RemoteProtocolError("peer closed connection")
+    first = b'data: {"model":"m","choices":[{"index":0,"delta":{"content":"Hi"}}]}\n\n'
+
+    class Broken(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield first
+            raise error
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, stream=Broken())
+
+    transport = InstrumentedTransport(
+        httpx.MockTransport(handler), client=telemetry, capture_content=True
+    )
+    seen = []
+    url = "https://api.groq.com/openai/v1/chat/completions"
+    with (
+        httpx.Client(transport=transport) as http,
+        http.stream("POST", url) as response,
+        pytest.raises(httpx.RemoteProtocolError) as excinfo,
+    ):
+        seen.extend(response.iter_raw())
+    assert excinfo.value is error
+    assert seen == [first]
+    data = only_call(telemetry)
+    assert (data["provider"], data["status"], data["answer"]) == ("groq", 200, "Hi")
+    assert data["error"] == "RemoteProtocolError: peer closed connection"
+
+
+def test_http_error_statuses_are_recorded(fake: FakeLLM, telemetry: TelemetryClient) -> None:
+    """500 and 429 answers raise the SDK's errors as usual and record status and message."""
+    llm = traced(fake, telemetry)
+    with pytest.raises(openai.InternalServerError):
+        llm.chat.completions.create(model="fake-500", messages=MESSAGES)
+    with pytest.raises(openai.RateLimitError):
+        llm.chat.completions.create(model="fake-429", messages=MESSAGES)
+    server_error, rate_limited = (e["data"] for e in llm_calls(telemetry))
+    assert server_error["status"] == 500
+    assert server_error["error"] == "HTTP 500: server_error: fake server_error"
+    assert rate_limited["status"] == 429
+    assert rate_limited["error"] == "HTTP 429: rate_limit_exceeded: fake rate_limit_exceeded"
+    assert rate_limited["model"] == "fake-429"
+
+
+def test_early_close_records_the_partial_answer(fake: FakeLLM, telemetry: TelemetryClient) -> None:
+    """Closing a stream before its end emits at close: status, partial answer, ``closed_early``."""
+    llm = traced(fake, telemetry, capture_content=True)
+    stream = llm.chat.completions.create(model="fake-stall", messages=MESSAGES, stream=True)
+    received = []
+    for chunk in stream:  # the fake sends the role chunk and two words, then stalls
+        received.append(chunk.choices[0].delta.content)
+        if len(received) == 3:
+            break
+    stream.close()
+    assert received == ["", "You", " said:"]
+    data = only_call(telemetry)
+    assert data["status"] == 200
+    assert data["streamed"] is True
+    assert data["answer"] == "You said:"
+    assert data["closed_early"] is True
+    assert "error" not in data
+    assert "total_tokens" not in data
+
+
+def test_other_requests_pass_through_unrecorded(fake: FakeLLM, telemetry: TelemetryClient) -> None:
+    """Non-LLM requests are not recorded; ``should_record`` replaces the default rule."""
+    with instrumented_http_client(telemetry) as http:
+        assert http.get(f"{fake.origin}/openapi.json").status_code == 200
+    with instrumented_http_client(telemetry, should_record=lambda request: False) as http:
+        http.post(f"{fake.base_url}/embeddings", json={"model": "e", "input": "x"})
+    assert llm_calls(telemetry) == []
+    everything = instrumented_http_client(telemetry, should_record=lambda request: True)
+    with everything as http:
+        http.get(f"{fake.origin}/openapi.json")
+    assert only_call(telemetry)["endpoint"] == "/openapi.json"
+
+
+def test_events_carry_the_session_context(fake: FakeLLM, telemetry: TelemetryClient) -> None:
+    """The event is emitted in the caller's context, so ``session_context`` ids apply."""
+    llm = traced(fake, telemetry)
+    with session_context(session_id="chat-42", user_id="ada"):
+        stream_chunks(llm)
+    (event,) = llm_calls(telemetry)
+    assert (event["session_id"], event["user_id"]) == ("chat-42", "ada")
+
+
+def test_disabled_telemetry_passes_everything_through(
+    fake: FakeLLM, settings_factory: Callable[..., TelemetrySettings]
+) -> None:
+    """With telemetry disabled the transport records nothing and changes nothing."""
+    disabled = TelemetryClient(settings_factory(enabled=False))
+    http = instrumented_http_client(disabled, provider_overrides=FAKE_HOST)
+    assert chat(sdk(fake, http)).choices[0].message.content == ANSWER
+    transport = http._transport
+    assert isinstance(transport, InstrumentedTransport)
+    assert transport.stats() == {"calls": 0, "errors": 0}
+
+
+def test_instrument_wraps_the_openai_default_httpx2_client(
+    fake: FakeLLM, telemetry: TelemetryClient
+) -> None:
+    """``instrument()`` on an SDK client wraps its own HTTP client (httpx2 for openai>=3)."""
+    llm = instrument(
+        track(openai.OpenAI(base_url=fake.base_url, api_key="test-key", max_retries=0)),
+        telemetry,
+        provider_overrides=FAKE_HOST,
+        capture_content=True,
+    )
+    instrument(llm, telemetry)  # a second call leaves the wrapped transport alone
+    assert chat(llm).choices[0].message.content == ANSWER
+    assert "".join(c.choices[0].delta.content or "" for c in stream_chunks(llm)[:-1]) == ANSWER
+    plain, streamed = (e["data"] for e in llm_calls(telemetry))
+    assert plain["answer"] == streamed["answer"] == ANSWER
+    assert streamed["total_tokens"] == plain["total_tokens"] == PROMPT_TOKENS + ANSWER_TOKENS
+    with pytest.raises(TypeError, match="needs an httpx client"):
+        instrument(object(), telemetry)
+
+
+def test_async_transport_wraps_mounts_and_closes_inner(telemetry: TelemetryClient) -> None:
+    """``instrument`` wraps mounted transports too; closing the client closes the inner ones."""
+    closed: list[str] = []
+
+    class Inner(httpx.AsyncBaseTransport):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            return httpx.Response(200, json={"model": self.name, "usage": {"input_tokens": 1}})
+
+        async def aclose(self) -> None:
+            closed.append(self.name)
+
+    async def main() -> None:
+        http = httpx.AsyncClient(
+            transport=Inner("default"), mounts={"https://api.mistral.ai": Inner("mounted")}
+        )
+        instrument(http, telemetry)
+        assert isinstance(http._transport, AsyncInstrumentedTransport)
+        async with http:
+            await http.post("https://api.mistral.ai/v1/chat/completions", json={})
+            await http.post("https://api.openai.com/v1/chat/completions", json={})
+
+    asyncio.run(main())
+    assert sorted(closed) == ["default", "mounted"]
+    mistral, openai_call = (e["data"] for e in llm_calls(telemetry))
+    assert (mistral["provider"], mistral["model"]) == ("mistral", "mounted")
+    assert (openai_call["provider"], openai_call["model"]) == ("openai", "default")
+
+
+# -- units: response formats without their SDKs ---------------------------------------------
+
+
+def parse(body: bytes, content_type: str, *, step: int = 0, encoding: str = "") -> Any:
+    """Feed ``body`` to a capturing parser in ``step``-byte chunks (0: whole), then close."""
+    parser = _llm.ResponseParser(
+        content_type=content_type, content_encoding=encoding, capture_content=True
+    )
+    step = step or len(body) or 1
+    for i in range(0, len(body), step):
+        parser.feed(body[i : i + step])
+    parser.close()
+    return parser
+
+
+def sse(*events: dict[str, Any], crlf: bool = False) -> bytes:
+    """An SSE body with an ``event:`` line per event (as Anthropic sends them)."""
+    nl = "\r\n" if crlf else "\n"
+    out = "".join(f"event: {e['type']}{nl}data: {json.dumps(e)}{nl}{nl}" for e in events)
+    return out.encode()
+
+
+ANTHROPIC_EVENTS = (
+    {
+        "type": "message_start",
+        "message": {"model": "claude-x", "usage": {"input_tokens": 12, "output_tokens": 1}},
+    },
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "ping"},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Héllo"}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": " you"}},
+    {"type": "content_block_stop", "index": 0},
+    {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 7}},
+    {"type": "message_stop"},
+)
+
+
+@pytest.mark.parametrize("step", [0, 1, 7, 64])
+@pytest.mark.parametrize("crlf", [False, True])
+def test_anthropic_sse_parser(step: int, crlf: bool) -> None:
+    """Anthropic SSE: model and input from ``message_start``, output from ``message_delta``."""
+    parser = parse(sse(*ANTHROPIC_EVENTS, crlf=crlf), "text/event-stream", step=step)
+    assert parser.model == "claude-x"
+    assert (parser.input_tokens, parser.output_tokens) == (12, 7)
+    assert parser.answer == "Héllo you"
+    assert parser.complete
+
+
+def parse_split(body: bytes, content_type: str, cuts: list[int]) -> tuple[Any, ...]:
+    """Parse ``body`` fed in pieces cut at ``cuts``; the parser's results as a tuple."""
+    parser = _llm.ResponseParser(content_type=content_type, capture_content=True)
+    bounds = [0, *sorted(cuts), len(body)]
+    for start, stop in itertools.pairwise(bounds):
+        parser.feed(body[start:stop])
+    parser.close()
+    return (
+        parser.model,
+        parser.input_tokens,
+        parser.output_tokens,
+        parser.total_tokens,
+        parser.answer,
+        parser.complete,
+    )
+
+
+def test_sse_results_do_not_depend_on_chunking() -> None:
+    """Any split of an SSE body (LF or CRLF, any format) parses to the same results."""
+    openai_chunks = [
+        {"model": "gpt-x", "choices": [{"index": 0, "delta": {"content": piece}}]}
+        for piece in answer_chunks(ANSWER)
+    ]
+    usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    openai_body = "".join(f"data: {json.dumps(c)}\n\n" for c in openai_chunks)
+    openai_body += f"data: {json.dumps({'choices': [], 'usage': usage})}\n\ndata: [DONE]\n\n"
+    bodies = [
+        openai_body.encode(),
+        openai_body.replace("\n", "\r\n").encode(),
+        sse(*ANTHROPIC_EVENTS),
+        sse(*ANTHROPIC_EVENTS, crlf=True),
+    ]
+    rng = random.Random(1234)
+    for body in bodies:
+        whole = parse_split(body, "text/event-stream", [])
+        assert whole[-2:] in ((ANSWER, True), ("Héllo you", True))
+        for _ in range(200):
+            cuts = rng.sample(range(1, len(body)), rng.randint(1, 40))
+            assert parse_split(body, "text/event-stream", cuts) == whole, cuts
+
+
+def test_anthropic_json_parser_and_errors() -> None:
+    """Anthropic JSON: usage and text blocks; an error body gives the error message."""
+    body = {
+        "type": "message",
+        "model": "claude-x",
+        "content": [{"type": "text", "text": "A"}, {"type": "tool_use"}, {"type": "text"}],
+        "usage": {"input_tokens": 5, "output_tokens": 2, "cache_read_input_tokens": 9},
+    }
+    parser = parse(json.dumps(body).encode(), "application/json", step=3)
+    assert (parser.model, parser.input_tokens, parser.output_tokens) == ("claude-x", 5, 2)
+    assert parser.answer == "A"
+    error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    parser = parse(json.dumps(error).encode(), "application/json")
+    assert parser.error_message == "overloaded_error: Overloaded"
+    stream_error = sse(ANTHROPIC_EVENTS[0], {"type": "error", "error": error["error"]})
+    assert parse(stream_error, "text/event-stream").error_message == "overloaded_error: Overloaded"
+
+
+def test_anthropic_calls_end_to_end(fake: FakeLLM, telemetry: TelemetryClient) -> None:
+    """Anthropic-format calls through httpx (JSON and SSE) record tokens, answer and system."""
+    body = {"model": "claude-fake", "system": "Be brief.", "messages": MESSAGES[1:]}
+    http = instrumented_http_client(
+        telemetry, provider_overrides={"127.0.0.1": "anthropic"}, capture_content=True
+    )
+    with http:
+        http.post(f"{fake.base_url}/messages", json=body).raise_for_status()
+        with http.stream("POST", f"{fake.base_url}/messages", json={**body, "stream": True}) as r:
+            assert r.read().count(b"content_block_delta") == 2 * len(ANSWER.split())
+    for event, streamed in zip(llm_calls(telemetry), (False, True), strict=True):
+        data = event["data"]
+        assert (data["provider"], data["model"], data["streamed"]) == (
+            "anthropic",
+            "claude-fake",
+            streamed,
+        )
+        assert (data["input_tokens"], data["output_tokens"]) == (PROMPT_TOKENS, ANSWER_TOKENS)
+        assert data["total_tokens"] == PROMPT_TOKENS + ANSWER_TOKENS
+        assert data["answer"] == ANSWER
+        assert data["prompt"] == [{"role": "system", "content": "Be brief."}, *MESSAGES[1:]]
+
+
+def test_responses_api_parser() -> None:
+    """OpenAI Responses API: ``input_tokens``/``output_tokens`` in JSON and stream events."""
+    usage = {"input_tokens": 4, "output_tokens": 3, "total_tokens": 7}
+    body = {
+        "object": "response",
+        "model": "gpt-r",
+        "output": [
+            {"type": "reasoning", "summary": []},
+            {"type": "message", "content": [{"type": "output_text", "text": "Fine."}]},
+        ],
+        "usage": usage,
+    }
+    parser = parse(json.dumps(body).encode(), "application/json; charset=utf-8")
+    assert (parser.model, parser.total_tokens, parser.answer) == ("gpt-r", 7, "Fine.")
+    stream = sse(
+        {"type": "response.created", "response": {"model": "gpt-r", "usage": None}},
+        {"type": "response.output_text.delta", "delta": "Fi"},
+        {"type": "response.output_text.delta", "delta": "ne."},
+        {"type": "response.completed", "response": {**body, "output": []}},
+    )
+    parser = parse(stream, "text/event-stream", step=5)
+    assert (parser.model, parser.input_tokens, parser.output_tokens) == ("gpt-r", 4, 3)
+    assert parser.answer == "Fine."
+    assert parser.complete
+
+
+def test_gemini_parser() -> None:
+    """Gemini: ``usageMetadata`` and candidate parts, as SSE and as a streamed JSON array."""
+    chunks = [
+        {
+            "candidates": [{"content": {"parts": [{"text": "Hi"}]}}],
+            "modelVersion": "gemini-x",
+        },
+        {
+            "candidates": [{"content": {"parts": [{"text": " there"}]}, "finishReason": "STOP"}],
+            "usageMetadata": {
+                "promptTokenCount": 3,
+                "candidatesTokenCount": 2,
+                "totalTokenCount": 5,
+            },
+        },
+    ]
+    as_sse = b"".join(b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks)
+    for parser in (
+        parse(as_sse, "text/event-stream", step=9),
+        parse(json.dumps(chunks).encode(), "application/json", step=9),
+    ):
+        assert (parser.model, parser.total_tokens, parser.answer) == ("gemini-x", 5, "Hi there")
+        assert parser.complete
+    model, stream, _ = _llm.parse_request(
+        b"{}", "/v1beta/models/gemini-x:generateContent", capture_content=False, max_bytes=100
+    )
+    assert (model, stream) == ("gemini-x", False)
+
+
+def test_compressed_and_oversized_bodies() -> None:
+    """gzip bodies are decoded; past ``max_bytes`` usage still comes from the body's tail."""
+    body = json.dumps(
+        {"model": "m", "data": ["x" * 1000] * 50, "usage": {"prompt_tokens": 8, "total_tokens": 8}}
+    ).encode()
+    parser = parse(gzip.compress(body), "application/json", step=100, encoding="gzip")
+    assert (parser.model, parser.input_tokens, parser.total_tokens) == ("m", 8, 8)
+    small = _llm.ResponseParser(content_type="application/json", max_bytes=1000)
+    for i in range(0, len(body), 333):
+        small.feed(body[i : i + 333])
+    small.close()
+    assert (small.model, small.input_tokens) == (None, 8)
+    bomb = gzip.compress(b" " * (20 * 1024 * 1024))  # 20 MiB of blanks in ~20 KiB
+    for encoded in (bomb, b"not gzip at all"):
+        parser = _llm.ResponseParser(
+            content_type="application/json", content_encoding="gzip", max_bytes=1000
+        )
+        parser.feed(encoded)
+        assert parser.dead  # gave up at once (no 20 MiB decoded), did not raise
+    unknown = parse(b"\x00garbage", "application/octet-stream")
+    assert (unknown.model, unknown.input_tokens, unknown.answer) == (None, None, None)
+    broken = parse(b'data: {"model": \n\ndata: [DONE]\n\n', "text/event-stream")
+    assert broken.model is None
+    assert broken.complete
+
+
+def test_already_read_mock_responses_are_recorded(telemetry: TelemetryClient) -> None:
+    """A transport answering with a fully read body (``MockTransport``) is still parsed."""
+    answer = {"model": "m", "choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 1}}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=answer)
+
+    transport = InstrumentedTransport(httpx.MockTransport(handler), client=telemetry)
+    with httpx.Client(transport=transport) as http:
+        reply = http.post("https://openrouter.ai/api/v1/chat/completions", json={})
+    assert reply.json() == answer
+    data = only_call(telemetry)
+    assert (data["provider"], data["total_tokens"], data["response_bytes"]) == (
+        "openrouter",
+        3,
+        len(reply.content),
+    )
