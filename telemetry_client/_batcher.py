@@ -12,11 +12,13 @@ has waited ``linger`` in memory. A second, sealer thread compresses cut batches 
 them (both release the GIL, so they overlap with encoding), outside the batch lock.
 
 Backpressure: when the buffer holds ``buffer_max`` records, the emitting thread does a
-bounded slice of the writer's work itself (encodes one chunk of ``HANDOFF_CHUNK`` records,
-and writes a batch only when several cut batches are already waiting), so a burst slows
-the producer by at most a few milliseconds per call and nothing is dropped. Memory stays
-bounded by ``buffer_max`` records plus ``MAX_QUEUED_BATCHES`` cut batches plus
-``MAX_FAILED_BATCHES`` batches waiting for a failed disk to come back.
+bounded slice of the writer's work itself (encodes one chunk of ``HANDOFF_CHUNK`` records).
+When more than ``MAX_QUEUED_BATCHES`` cut batches wait for the sealer, it also waits up to
+``HANDOFF_WAIT_S`` for the sealer to publish one (a compress + write takes 10-30 ms, too
+long for one emit); only past twice that many does it write a batch itself (that call then
+takes as long as one batch write: the price of the hard memory bound). Nothing is dropped,
+and memory stays bounded by ``buffer_max`` records plus ``2 * MAX_QUEUED_BATCHES`` cut
+batches plus ``MAX_FAILED_BATCHES`` batches waiting for a failed disk to come back.
 
 Attachments (fields moved out into blobs, see ``_encode.py``) are written by the writer
 thread only: a hand-off that meets a record needing one puts it back at the head of the
@@ -49,7 +51,8 @@ __all__ = ["Batcher", "FlushMarker"]
 
 HANDOFF_CHUNK = 64
 WRITER_CHUNK = 32  # ~1 ms of encoding: bounds how long an emitter can wait on the lock
-MAX_QUEUED_BATCHES = 16  # cut batches waiting for the writer before an emitter writes one itself
+HANDOFF_WAIT_S = 0.003  # longest wait of an emitter for the sealer to catch up
+MAX_QUEUED_BATCHES = 6  # cut batches waiting for the writer before an emitter writes one itself
 WRITER_ASSIST_AT = 4  # cut batches waiting before the writer thread helps the sealer
 MAX_FAILED_BATCHES = 4
 RETRY_FAILED_AFTER_S = 1.0
@@ -144,6 +147,7 @@ class Batcher:
         self._thread: threading.Thread | None = None
         self._sealer: threading.Thread | None = None
         self.seal_wake = threading.Event()
+        self._sealed = threading.Condition()  # notified when a batch left the seal queue
         self._writer_done = False
         self._stopping = False
         self._opened = False
@@ -205,7 +209,13 @@ class Batcher:
             self.counters.handoffs += 1
         self._encode_chunk(HANDOFF_CHUNK, handoff=True)
         if len(self._sealq) > MAX_QUEUED_BATCHES:
-            self._write_one()
+            # The sealer is behind: wait (briefly) for it to publish a batch, which slows a
+            # burst toward the disk's pace; write one here only far past the bound.
+            self.seal_wake.set()
+            with self._sealed:
+                self._sealed.wait(HANDOFF_WAIT_S)
+            if len(self._sealq) > 2 * MAX_QUEUED_BATCHES:
+                self._write_one()  # the hard memory bound, paid by the producer
         self.wake.set()
 
     def flush(self, timeout: float) -> bool:
@@ -458,6 +468,13 @@ class Batcher:
         return _new_compressor()
 
     def _write_cut(self, cut: _Cut) -> bool:
+        try:
+            return self._write_cut_inner(cut)
+        finally:
+            with self._sealed:
+                self._sealed.notify_all()
+
+    def _write_cut_inner(self, cut: _Cut) -> bool:
         n = cut.n
         if not self._opened:
             self._open_spool()
