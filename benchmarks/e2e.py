@@ -53,11 +53,9 @@ import gc
 import getpass
 import gzip
 import http.client
-import importlib.metadata
 import json
 import os
 import pickle
-import platform
 import pstats
 import resource
 import select
@@ -73,6 +71,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from _machine import loadavg, machine_info
 from workload import make_events, mean_json_size
 
 HERE = Path(__file__).resolve().parent
@@ -657,53 +656,6 @@ def _median_dict(items: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    versions = {}
-    for pkg in ("telemetry-client", "httpx", "zstandard", "orjson"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = "not installed"
-    fs, best = "unknown", ""
-    tmp = str(Path(tempfile.gettempdir()).resolve()) + "/"
-    with contextlib.suppress(OSError), open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if (
-                len(parts) >= 3
-                and len(parts[1]) > len(best)
-                and tmp.startswith(parts[1].rstrip("/") + "/")
-            ):
-                best, fs = parts[1], parts[2]
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "packages": versions,
-        "tmp_fs": f"{fs} ({best or '?'})",
-        "loadavg_start": _loadavg(),
-    }
-
-
-def _loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
 def _f(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
@@ -855,7 +807,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM runs the cleanup below (subprocess.run kills a running child, the sink stops).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
-    info = machine_info()
+    info = machine_info(("telemetry-client", "httpx", "zstandard", "orjson"))
     overrides = sorted(
         k
         for k in os.environ
@@ -946,7 +898,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for v, ds in derived.items()
         }
-        info["loadavg_end"] = _loadavg()
+        info["loadavg_end"] = loadavg()
         client_settings = next((r["settings"] for r in results[VARIANTS[0]]), None)
         if client_settings:
             print(

@@ -34,13 +34,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import gzip
-import importlib.metadata
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -53,6 +50,7 @@ from typing import Any
 
 import orjson
 import zstandard
+from _machine import loadavg, machine_info
 from workload import make_events, mean_json_size
 
 from telemetry_client import TelemetryClient, TelemetrySettings
@@ -325,55 +323,6 @@ def spawn(regime: str, impl: str, n: int) -> dict[str, Any]:
 # --- machine info and report ----------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    versions = {}
-    for pkg in ("telemetry-client", "orjson", "zstandard", "psutil"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = "not installed"
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "packages": versions,
-        "tmp_fs": _fs_type(Path(tempfile.gettempdir())),
-        "loadavg_start": _loadavg(),
-    }
-
-
-def _loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
-def _fs_type(path: Path) -> str:
-    best, fstype = "", "unknown"
-    with contextlib.suppress(OSError), open("/proc/mounts") as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) < 3 or len(parts[1]) <= len(best):
-                continue
-            mount, target = parts[1].rstrip("/") + "/", str(path.resolve()) + "/"
-            if target.startswith(mount):
-                best, fstype = parts[1], parts[2]
-    return f"{fstype} ({best or '?'})"
-
-
 def _fmt(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
@@ -524,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.perf_counter()
-    info = machine_info()
+    info = machine_info(("telemetry-client", "orjson", "zstandard", "psutil"))
     sizes = {"paced": QUICK_PACED_N if args.quick else PACED_N}
     sizes["burst"] = QUICK_BURST_N if args.quick else BURST_N
     # What ClientSink will get: defaults, unless TELEMETRY_* variables override them.
@@ -571,7 +520,7 @@ def main(argv: list[str] | None = None) -> int:
         f" per event ({{type, data}}, compact; first {burst['n']:,} events);"
         f" client JSONL incl. envelope {burst['raw_bytes'] / burst['n']:,.0f} B\n"
     )
-    info["loadavg_end"] = _loadavg()
+    info["loadavg_end"] = loadavg()
     out = report(results, info)
     out["sizes"] = sizes
     out["elapsed_s"] = time.perf_counter() - started

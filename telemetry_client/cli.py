@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import orjson
@@ -77,11 +76,9 @@ def _disabled_until(settings: TelemetrySettings) -> str | None:
 
 def _reachable(settings: TelemetrySettings) -> bool | None:
     """GET the health URL (sibling ``.../health`` of the endpoint); None without an endpoint."""
-    if not settings.endpoint or not settings.active:
+    url = settings.health_url
+    if url is None or not settings.active:
         return None
-    parts = urlsplit(settings.endpoint)
-    parent = parts.path.rstrip("/").rpartition("/")[0]
-    url = urlunsplit(parts._replace(path=f"{parent}/health", query="", fragment=""))
     try:
         response = httpx.get(url, timeout=2.0)
     except httpx.HTTPError:

@@ -149,16 +149,34 @@ def _integer(low: int, high: int) -> BeforeValidator:
     return BeforeValidator(check)
 
 
-def _positive_float(value: Any) -> float:
-    try:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise TypeError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError("expected a number like 7 or 0.5") from None
-    if not math.isfinite(number) or number <= 0:
-        raise ValueError("must be a finite number greater than 0")
-    return number
+def _float(*, zero_ok: bool) -> BeforeValidator:
+    """A finite number, > 0 (or >= 0 with ``zero_ok``, where 0 means unlimited)."""
+
+    def check(value: Any) -> float:
+        try:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise TypeError
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError("expected a number like 7 or 0.5") from None
+        if not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok):
+            bound = ">= 0 (0 = unlimited)" if zero_ok else "greater than 0"
+            raise ValueError(f"must be a finite number {bound}")
+        return number
+
+    return BeforeValidator(check)
+
+
+def _choice(*options: str) -> BeforeValidator:
+    """One of ``options``, case-insensitive."""
+
+    def check(value: Any) -> str:
+        text = _str(value).lower()
+        if text not in options:
+            raise ValueError("expected " + " or ".join(repr(o) for o in options))
+        return text
+
+    return BeforeValidator(check)
 
 
 def _duration(low: float, high: float | None, unit: Literal["ms", "s"]) -> BeforeValidator:
@@ -176,32 +194,6 @@ def _duration(low: float, high: float | None, unit: Literal["ms", "s"]) -> Befor
         return amount
 
     return BeforeValidator(check)
-
-
-def _compression(value: Any) -> str:
-    text = _str(value).lower()
-    if text not in {"zstd", "gzip"}:
-        raise ValueError("expected 'zstd' or 'gzip'")
-    return text
-
-
-def _non_negative_float(value: Any) -> float:
-    try:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise TypeError
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ValueError("expected a number like 10 or 0.5") from None
-    if not math.isfinite(number) or number < 0:
-        raise ValueError("must be a finite number >= 0 (0 = unlimited)")
-    return number
-
-
-def _fsync(value: Any) -> str:
-    text = _str(value).lower()
-    if text not in {"batch", "off"}:
-        raise ValueError("expected 'batch' or 'off'")
-    return text
 
 
 def _string_list(value: Any, *, allow_csv: bool) -> list[str]:
@@ -262,7 +254,7 @@ class TelemetrySettings(BaseSettings):
     machine_id: Annotated[str | None, BeforeValidator(_optional_str)] = None
     spool_dir: Annotated[Path | None, BeforeValidator(_path)] = None
     spool_max_bytes: Annotated[int, _size(64 * KiB)] = 256 * MiB
-    retention_days: Annotated[float, BeforeValidator(_positive_float)] = 7.0
+    retention_days: Annotated[float, _float(zero_ok=False)] = 7.0
     batch_max_events: Annotated[int, _integer(1, 100_000)] = 1000
     batch_max_bytes: Annotated[int, _size(KiB, 64 * MiB)] = MiB  # uncompressed JSONL
     linger_ms: Annotated[int, _duration(1, 1000, "ms")] = 250
@@ -270,14 +262,14 @@ class TelemetrySettings(BaseSettings):
     attachment_max_bytes: Annotated[int, _size(256)] = 32 * MiB
     upload_timeout: Annotated[float, _duration(0.1, 600, "s")] = 10.0
     shutdown_timeout: Annotated[float, _duration(0, 600, "s")] = 5.0
-    upload_compression: Annotated[Literal["zstd", "gzip"], BeforeValidator(_compression)] = "zstd"
+    upload_compression: Annotated[Literal["zstd", "gzip"], _choice("zstd", "gzip")] = "zstd"
     upload_backoff_initial: Annotated[float, _duration(0.001, 3600, "s")] = 0.5
     upload_backoff_max: Annotated[float, _duration(0.001, 86400, "s")] = 60.0
     retry_after_max: Annotated[float, _duration(0, 86400, "s")] = 600.0
     auth_pause: Annotated[float, _duration(0.001, 86400, "s")] = 300.0
-    replay_rate: Annotated[float, BeforeValidator(_non_negative_float)] = 10.0
+    replay_rate: Annotated[float, _float(zero_ok=True)] = 10.0
     buffer_max_events: Annotated[int, _integer(100, 10_000_000)] = 10_000
-    fsync: Annotated[Literal["batch", "off"], BeforeValidator(_fsync)] = "batch"
+    fsync: Annotated[Literal["batch", "off"], _choice("batch", "off")] = "batch"
     redact: Annotated[bool, BeforeValidator(_bool)] = True
     redact_patterns: Annotated[list[str], NoDecode, BeforeValidator(_redact_patterns)] = Field(
         default_factory=list
@@ -342,9 +334,19 @@ class TelemetrySettings(BaseSettings):
         """The attachments URL: the setting, else the endpoint's sibling ``.../attachments``."""
         if self.attachments_endpoint or not self.endpoint:
             return self.attachments_endpoint
+        return self._sibling_url("attachments")
+
+    @property
+    def health_url(self) -> str | None:
+        """The collector's health check: the endpoint's sibling ``.../health``."""
+        return self._sibling_url("health", keep_query=False) if self.endpoint else None
+
+    def _sibling_url(self, name: str, *, keep_query: bool = True) -> str:
+        assert self.endpoint is not None
         parts = urlsplit(self.endpoint)
         parent = parts.path.rstrip("/").rpartition("/")[0]
-        return urlunsplit(parts._replace(path=f"{parent}/attachments", fragment=""))
+        parts = parts._replace(path=f"{parent}/{name}", fragment="")
+        return urlunsplit(parts if keep_query else parts._replace(query=""))
 
     @property
     def resolved_spool_dir(self) -> Path:

@@ -58,14 +58,11 @@ import argparse
 import collections
 import concurrent.futures
 import contextlib
-import datetime as dt
 import gc
 import http.client
-import importlib.metadata
 import json
 import os
 import pickle
-import platform
 import select
 import signal
 import statistics
@@ -81,8 +78,10 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))  # benchmarks/: shared helpers
 
 import adapters  # noqa: E402 - after the path tweak
+from _machine import loadavg, machine_info  # noqa: E402
 from chart import Row, render  # noqa: E402
 from workload import MARKER_FIELD, SEED, make_events, raw_json_bytes  # noqa: E402
 
@@ -713,42 +712,6 @@ def chart_rows(
 # --- machine ----------------------------------------------------------------------------
 
 
-def machine_info() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 0
-    versions = {}
-    for pkg in PACKAGES:
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = "not installed"
-    return {
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "usable_cores": usable,
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "platform": platform.platform(),
-        "packages": versions,
-        "loadavg_start": _loadavg(),
-    }
-
-
-def _loadavg() -> list[float]:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return []
-
-
 # --- main ---------------------------------------------------------------------------------
 
 
@@ -876,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM runs the cleanup below (children killed, the sink stopped).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
-    info = machine_info()
+    info = machine_info(PACKAGES)
     env, removed = child_env()
     print("# telemetry-client vs peer SDKs" + (" (--quick)" if args.quick else ""))
     print()
@@ -970,7 +933,7 @@ def main(argv: list[str] | None = None) -> int:
                         f" ({took:.0f} s){extra}"
                     )
 
-        info["loadavg_end"] = _loadavg()
+        info["loadavg_end"] = loadavg()
         out: dict[str, Any] = {
             "machine": info,
             "config": {

@@ -82,10 +82,10 @@ import os
 import re
 import threading
 import time
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import zstandard
@@ -120,6 +120,7 @@ _BATCH_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.(\d+)\.jsonl\.zst$")
 _TMP_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.tmp$")
 _BLOB_TMP_RE = re.compile(r"[0-9a-f]{64}\.\d+\.[0-9a-f]+\.blob\.tmp")
 _DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_N = TypeVar("_N")
 _MAX_DECOMPRESSED = 1 << 30  # refuse to inflate a (corrupt) frame beyond 1 GiB
 # A tmp file exists, empty and unlocked, between its creation and its writer's flock (which
 # can take milliseconds when the writer waits for the GIL): recover() and check() leave such
@@ -393,29 +394,11 @@ class Spool:
 
     @staticmethod
     def _list_flat(folder: Path) -> list[tuple[Path, BatchName]]:
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            return []
-        out = []
-        for n in names:
-            parsed = BatchName.parse(n)
-            if parsed is not None:
-                out.append((folder / n, parsed))
-        return out
+        return _list_parsed(folder, BatchName.parse)
 
     @staticmethod
     def _list_blobs(folder: Path) -> list[tuple[Path, BlobName]]:
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            return []
-        out = []
-        for n in names:
-            parsed = BlobName.parse(n)
-            if parsed is not None:
-                out.append((folder / n, parsed))
-        return out
+        return _list_parsed(folder, BlobName.parse)
 
     def usage(self) -> int:
         """Bytes used by the spool as the cap counts them."""
@@ -1174,6 +1157,15 @@ class Spool:
                 with contextlib.suppress(FileNotFoundError):
                     total += os.lstat(Path(dirpath) / fn).st_size
         return total
+
+
+def _list_parsed(folder: Path, parse: Callable[[str], _N | None]) -> list[tuple[Path, _N]]:
+    """``(path, parsed name)`` for the files of ``folder`` whose names ``parse`` accepts."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return [(folder / n, parsed) for n in names if (parsed := parse(n)) is not None]
 
 
 def _being_created(fd: int) -> bool:

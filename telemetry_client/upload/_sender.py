@@ -105,10 +105,6 @@ class Sender:
         }
         return self._request("POST", self.attachments_endpoint, body, headers, timeout)
 
-    def health(self, url: str, *, timeout: float) -> SendResult:
-        """GET the collector's health URL (used by ``status``)."""
-        return self._request("GET", url, None, {}, timeout)
-
     def _request(
         self,
         method: str,

@@ -19,7 +19,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +32,7 @@ from .._log import RateLimitedLogger
 from ..events import TelemetryDropped
 from ..settings import TelemetrySettings
 from ..spool import Claim, Spool
+from ..spool.blobs import attachment_refs
 from ._sender import Sender, SendResult
 from .control import Control, LastUpload
 from .policy import Action, Backoff, classify, parse_disable, parse_retry_after
@@ -75,12 +76,9 @@ class UploadCounters:
     attachments_missing: int = 0  # referenced but no longer in the spool (evicted)
     attachments_rejected: int = 0
     drop_reports: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, int]:
-        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
-        d.update(self.extra)
-        return d
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 class Uploader:
@@ -285,7 +283,8 @@ class Uploader:
         trusted[batch_id] = None
 
     def _deliver(self, claim: Claim) -> Step:
-        trusted = self._trusted.pop(claim.batch_id, 0) is None
+        trusted = claim.batch_id in self._trusted  # sealed here without attachment refs
+        self._trusted.pop(claim.batch_id, None)
         blocked = None if trusted else self._ensure_attachments(claim)
         if blocked is not None:
             return self._after_failure(blocked)
@@ -441,7 +440,7 @@ class Uploader:
 
     def _ensure_attachments(self, claim: Claim) -> SendResult | None:
         """Upload every blob the batch references; a failure result blocks the batch."""
-        refs = _attachment_refs(claim.raw)
+        refs = attachment_refs(claim.raw)  # a substring check when there are none
         for ref in refs:
             if ref.sha256 in self._accepted:
                 continue
@@ -614,11 +613,3 @@ def _display_url(url: str) -> str:
 
 def _unzstd(blob: bytes) -> bytes:
     return zstandard.ZstdDecompressor().decompress(blob, max_output_size=1 << 31)
-
-
-def _attachment_refs(raw: bytes) -> list[Any]:
-    if b'"$attachment"' not in raw:
-        return []
-    from ..spool.blobs import attachment_refs
-
-    return list(attachment_refs(raw))
