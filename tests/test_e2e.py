@@ -304,7 +304,7 @@ def test_aclose_is_bounded_against_a_server_that_never_answers(
         settings = settings_factory(
             endpoint=hung.events_url(),
             token=COLLECTOR_TOKEN,
-            upload_timeout="60s",
+            upload_timeout="600s",
             shutdown_timeout="1s",
             linger_ms=20,
         )
@@ -322,7 +322,9 @@ def test_aclose_is_bounded_against_a_server_that_never_answers(
 
         elapsed = asyncio.run(run())
         assert hung.request_seen.is_set()
-    assert elapsed < 1.0 + 1.5  # the shutdown timeout, plus scheduling slack
+    # Bounded by the shutdown timeout, not the 600 s upload timeout; the bound is generous so
+    # only waiting for the hung request fails it, never a busy machine.
+    assert elapsed < 90.0
     spool = Spool(settings.resolved_spool_dir, max_bytes=1 << 30)
     assert spool.pending().events == 10
 

@@ -825,20 +825,3 @@ def test_bad_window_exits_2_as_a_process(tmp_path: Path) -> None:
     assert "argument --window: expected a duration from 1m to 24h" in proc.stderr
     assert "'2d'" in proc.stderr
     assert proc.stdout == ""
-
-
-def test_merge_and_emit_hook_cost(store: UsageStore, tmp_path: Path) -> None:
-    """Generous CI budgets: add() (the emit hook) < 5 µs; a merge into a full store < 100 ms."""
-    recorder = UsageRecorder(UsageStore(tmp_path / "other"), RateLimitedLogger())
-    recorder._thread = threading.Thread(target=print)  # never started: hot path only
-    ev = llm_call()
-    n = 20_000
-    start = time.perf_counter()
-    for _ in range(n):
-        recorder.add(ev)
-    per_call = (time.perf_counter() - start) / n
-    assert per_call < 5e-6, per_call
-    store.merge([rec(NOW - 80_000 + i * 8) for i in range(usage.MAX_CALLS)], now=NOW)
-    start = time.perf_counter()
-    store.merge([rec(NOW)], now=NOW)
-    assert time.perf_counter() - start < 0.1
