@@ -14,7 +14,8 @@ class TelemetryError(Exception):
 
 
 class ConfigError(TelemetryError, ValueError):
-    """Invalid configuration. The message names the environment variable and the bad value."""
+    """Invalid configuration. The message names the environment variable and the bad value,
+    and ends with how to switch telemetry off (a disabled client never raises this)."""
 
     def __init__(self, message: str, *, variable: str | None = None) -> None:
         super().__init__(message)

@@ -2,9 +2,16 @@
 
 Precedence: constructor arguments > environment > defaults; an empty variable counts as unset.
 Any invalid value raises :class:`ConfigError` naming the variable and the offending value, never a
-pydantic exception, because operators meet these at startup and as the CLI's exit-2 line. The
-token is never echoed, not even when it is the invalid value. ``DO_NOT_TRACK`` fails closed: any
-value except ``0/false/no/off`` disables, since it is a cross-tool privacy switch we don't own.
+pydantic exception, because operators meet these at startup and as the CLI's exit-2 line; the
+message also says how to switch telemetry off, since a telemetry setting should never be what
+keeps an app down. The token is never echoed, not even when it is the invalid value.
+``DO_NOT_TRACK`` fails closed: any value except ``0/false/no/off`` disables, since it is a
+cross-tool privacy switch we don't own.
+
+Disabled means disabled: when ``TELEMETRY_ENABLED`` (or ``DO_NOT_TRACK``) turns telemetry off,
+invalid values of the other settings do not raise. They fall back to their defaults (valid ones
+are kept, so ``status`` still shows the configured spool) and one warning per process names them
+(:attr:`TelemetrySettings.ignored_problems` lists them too).
 """
 
 from __future__ import annotations
@@ -16,13 +23,14 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import (
     AliasChoices,
     BeforeValidator,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     model_validator,
@@ -30,6 +38,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from telemetry_client._log import logger
 from telemetry_client._units import format_size, parse_duration_s, parse_size
 from telemetry_client.errors import ConfigError
 
@@ -39,6 +48,16 @@ KiB, MiB = 1024, 1024**2
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 _APP_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CROSS_FIELD = "telemetry_cross_field"
+_warned: set[str] = set()  # warnings about ignored settings already logged by this process
+
+
+class _Problem(NamedTuple):
+    """One invalid setting: what the operator reads, and what to drop to retry without it."""
+
+    variable: str | None  # the environment variable, None for an unknown argument
+    text: str  # "VARIABLE=value: reason" (the token shown as <redacted>)
+    fields: tuple[str, ...] = ()  # the fields involved (two for a cross-field rule)
+    unknown_key: str | None = None  # an argument that is no setting at all
 
 
 def _os_user() -> str:
@@ -279,18 +298,65 @@ class TelemetrySettings(BaseSettings):
     )
     log_cooldown_s: Annotated[float, _duration(0, None, "s")] = 60.0
 
+    _ignored: tuple[str, ...] = PrivateAttr(default=())
+
     def __init__(self, **values: Any) -> None:
-        problems: list[tuple[str | None, str]] = []
+        problems = self._build(values)
+        if not problems:
+            return
+        ignored = self._build_disabled(values, problems)
+        if ignored is not None:
+            self._ignored = tuple(p.text for p in ignored)
+            _warn_ignored(
+                self._ignored, "DO_NOT_TRACK" if self.do_not_track else "TELEMETRY_ENABLED"
+            )
+            return
+        # Raised here, outside any except block, so the pydantic error (which embeds raw
+        # input, possibly the token) is not even kept as __context__.
+        how = "pass enabled=False" if "enabled" in values else "set TELEMETRY_ENABLED=0"
+        message = "; ".join(p.text for p in problems) + f" (or {how} to disable telemetry)"
+        raise ConfigError(message, variable=problems[0].variable)
+
+    def _build(self, values: Mapping[str, Any]) -> list[_Problem]:
+        """Validate ``values`` + environment into ``self``; the problems, empty on success."""
         try:
             super().__init__(**values)
         except ValidationError as exc:
-            problems = _describe(exc, values)
+            return _describe(exc, values)
         except SettingsError as exc:  # a source failed before validation (e.g. JSON decoding)
-            problems = [_describe_settings_error(exc)]
-        # Raised outside the except block so the pydantic error (which embeds raw input,
-        # possibly the token) is not even kept as __context__.
-        if problems:
-            raise ConfigError("; ".join(text for _, text in problems), variable=problems[0][0])
+            return [_describe_settings_error(exc)]
+        return []
+
+    def _build_disabled(
+        self, values: Mapping[str, Any], problems: list[_Problem]
+    ) -> list[_Problem] | None:
+        """Retry with every failing setting at its default; every problem if that gives
+        disabled settings, else None (the caller raises).
+
+        An invalid kill switch falls back to its default too (enabled, tracking allowed), so it
+        only ends up disabled when the other switch says so. Each round drops at least one more
+        field (a cross-field rule is only checked once the single fields are valid), so the
+        loop ends; a problem naming no field (an unparsable source) gives up.
+        """
+        found = list(problems)
+        while True:
+            failed = {field for p in found for field in p.fields}
+            unknown = {p.unknown_key for p in found}
+            retry = {
+                k: v
+                for k, v in values.items()
+                if k not in unknown and _FIELD_BY_KEY.get(k) not in failed
+            }
+            for field in failed:
+                retry[field] = type(self).model_fields[field].get_default(call_default_factory=True)
+            more = self._build(retry)
+            if not more:
+                return None if self.active else found
+            if not ({f for p in more for f in p.fields} - failed) and all(
+                p.unknown_key is None for p in more
+            ):
+                return None
+            found += more
 
     @model_validator(mode="after")
     def _check_cross_field(self) -> TelemetrySettings:
@@ -328,6 +394,15 @@ class TelemetrySettings(BaseSettings):
     def active(self) -> bool:
         """True unless disabled by ``TELEMETRY_ENABLED`` or ``DO_NOT_TRACK``."""
         return self.enabled and not self.do_not_track
+
+    @property
+    def ignored_problems(self) -> tuple[str, ...]:
+        """Invalid settings ignored (left at their defaults) because telemetry is disabled.
+
+        One ``"VARIABLE=value: reason"`` line each (the token's value never shown); empty
+        when every setting was valid.
+        """
+        return self._ignored
 
     @property
     def resolved_attachments_endpoint(self) -> str | None:
@@ -370,31 +445,46 @@ def _show(field: str, value: object) -> str:
     return text if len(text) <= 120 else text[:117] + "..."
 
 
-def _describe(exc: ValidationError, arguments: Mapping[str, Any]) -> list[tuple[str | None, str]]:
-    problems: list[tuple[str | None, str]] = []
+def _describe(exc: ValidationError, arguments: Mapping[str, Any]) -> list[_Problem]:
+    problems: list[_Problem] = []
     for error in exc.errors(include_url=False):
         ctx = error.get("ctx") or {}
         if error["type"] == _CROSS_FIELD:
-            problems.append((TelemetrySettings.env_var(ctx["fields"][0]), str(ctx["reason"])))
+            fields = tuple(ctx["fields"])
+            variable = TelemetrySettings.env_var(fields[0])
+            problems.append(_Problem(variable, str(ctx["reason"]), fields))
             continue
         key = str(error["loc"][0]) if error["loc"] else ""
         field = _FIELD_BY_KEY.get(key)
         if field is None:  # the value of an unknown argument may be a secret: don't show it
-            problems.append((None, f"unknown setting {key!r}"))
+            problems.append(_Problem(None, f"unknown setting {key!r}", unknown_key=key))
             continue
         reason = str(ctx["error"]) if error["type"] == "value_error" else error["msg"]
         variable = TelemetrySettings.env_var(field)
         given = [k for k in arguments if _FIELD_BY_KEY.get(k) == field]
         origin = f" (argument {given[0]})" if given else ""
-        problems.append((variable, f"{variable}={_show(field, error['input'])}{origin}: {reason}"))
+        text = f"{variable}={_show(field, error['input'])}{origin}: {reason}"
+        problems.append(_Problem(variable, text, (field,)))
     return problems
 
 
-def _describe_settings_error(exc: SettingsError) -> tuple[str | None, str]:
+def _describe_settings_error(exc: SettingsError) -> _Problem:
     match = re.search(r'field "(\w+)"', str(exc))
     field = _FIELD_BY_KEY.get(match.group(1)) if match else None
     if field is None:
-        return None, f"invalid configuration: {exc}"
+        return _Problem(None, f"invalid configuration: {exc}")
     variable = TelemetrySettings.env_var(field)
     raw = {k.upper(): v for k, v in os.environ.items()}.get(variable)
-    return variable, f"{variable}={_show(field, raw)}: could not be parsed"
+    return _Problem(variable, f"{variable}={_show(field, raw)}: could not be parsed", (field,))
+
+
+def _warn_ignored(problems: tuple[str, ...], switch: str) -> None:
+    """One warning per process and set of problems: a disabled app must still start, but its
+    operator should learn that the configuration will fail once telemetry is switched on."""
+    message = (
+        f"telemetry is disabled ({switch}), so these invalid settings are ignored and left at"
+        f" their defaults: {'; '.join(problems)}"
+    )
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning("%s", message)

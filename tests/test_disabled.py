@@ -5,6 +5,9 @@ arguments) make the whole client lifecycle -- construct, ``start()``, 1000 typed
 free-form ``emit()`` calls, ``flush_sync()``, ``close()``, ``with`` and ``async with`` --
 leave no trace: the spool directory (and the default cache directory) is never created,
 no thread is started, no socket is created and no file descriptor is left open.
+
+Disabled means disabled: invalid values of the other ``TELEMETRY_*`` variables do not stop the
+client, the FastAPI lifespan or the CLI's ``status``/``flush`` (one warning names them).
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ import asyncio
 import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from conftest import child_env
 
 from telemetry_client import TelemetryClient, TelemetrySettings, events
 
@@ -196,3 +203,109 @@ def test_disabled_by_arguments_leaves_no_trace(
         assert client.flush_sync().ok
         assert client.close().ok
     _assert_no_trace(trace, tmp_path)
+
+
+# --- bad configuration while disabled: the app still starts, nothing happens ------------------
+
+SECRET = "s3cr3t-TOKEN-value"  # noqa: S105 - a fake token to look for in output
+BAD_ENV = {
+    "TELEMETRY_SPOOL_MAX_BYTES": "banana",
+    "TELEMETRY_TOKEN": f"{SECRET} with spaces",
+    "TELEMETRY_ENDPOINT": "ftp://collector/api",
+    "TELEMETRY_LINGER_MS": "5s",
+}
+
+
+@pytest.fixture
+def bad_env(monkeypatch: pytest.MonkeyPatch, disabled_env: None) -> None:
+    """On top of a disabling environment: invalid values, and no "already warned" memory."""
+    from telemetry_client import settings as settings_module
+
+    monkeypatch.setattr(settings_module, "_warned", set(), raising=False)
+    for name, value in BAD_ENV.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("disabled_env", DISABLING_ENV, indirect=True)
+def test_bad_values_when_disabled_client_starts_and_leaves_no_trace(
+    bad_env: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """TelemetryClient() and TelemetryClient(TelemetrySettings()) start despite invalid values,
+    stay a no-op, and log one warning naming the variables (not the token's value)."""
+    with caplog.at_level("WARNING", logger="telemetry_client"), _watch() as trace:
+        for client in (TelemetryClient(), TelemetryClient(TelemetrySettings())):
+            assert not client.enabled
+            client.start()
+            _emit_everything(client)
+            assert client.flush_sync(timeout=5).ok
+            assert client.close().ok
+    _assert_no_trace(trace, tmp_path)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1, warnings
+    for name in BAD_ENV:
+        assert name in warnings[0]
+    assert SECRET not in caplog.text
+
+
+@pytest.mark.parametrize("disabled_env", DISABLING_ENV[:1] + DISABLING_ENV[2:3], indirect=True)
+def test_bad_values_when_disabled_fastapi_app_starts(bad_env: None, tmp_path: Path) -> None:
+    """``telemetry_lifespan()`` and ``instrument_app()`` build their settings and start."""
+    from fastapi import FastAPI
+
+    from telemetry_client.integrations.fastapi import instrument_app, telemetry_lifespan
+
+    async def main() -> None:
+        for app in (FastAPI(lifespan=telemetry_lifespan()), instrument_app(FastAPI())):
+            async with app.router.lifespan_context(app):
+                assert not app.state.telemetry.enabled
+                app.state.telemetry.emit("custom_type", {"x": 1})
+
+    asyncio.run(main())
+    assert sorted(os.listdir(tmp_path)) == []
+
+
+def _run_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "telemetry_client", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("switch", [{"TELEMETRY_ENABLED": "0"}, {"DO_NOT_TRACK": "1"}], ids=str)
+def test_bad_values_when_disabled_cli_status_and_flush_exit_0(
+    tmp_path: Path, switch: dict[str, str]
+) -> None:
+    """``status`` shows disabled and ``flush`` exits 0; stderr is one warning line per run."""
+    env = child_env(tmp_path / "spool", **BAD_ENV, **switch)
+    status = _run_cli(env, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert orjson.loads(status.stdout)["enabled"] is False
+    text = _run_cli(env, "status")
+    assert text.returncode == 0, text.stderr
+    assert "enabled:          no" in text.stdout
+    flush = _run_cli(env, "flush")
+    assert flush.returncode == 0, flush.stderr
+    assert "disabled" in flush.stdout
+    for proc in (status, text, flush):
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1, proc.stderr
+        for name in BAD_ENV:
+            assert name in lines[0]
+        assert SECRET not in proc.stderr + proc.stdout
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "spool").exists()
+
+
+def test_bad_value_when_enabled_cli_exits_2_saying_how_to_disable(tmp_path: Path) -> None:
+    """Enabled with a bad value: exit 2, one line naming the variable and the way out."""
+    env = child_env(tmp_path / "spool", TELEMETRY_SPOOL_MAX_BYTES="banana")
+    proc = _run_cli(env, "status")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "TELEMETRY_SPOOL_MAX_BYTES='banana'" in line
+    assert line.endswith("(or set TELEMETRY_ENABLED=0 to disable telemetry)")

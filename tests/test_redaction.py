@@ -90,6 +90,9 @@ POSITIVE_STRINGS = [
     (f"git clone https://{GITHUB}@github.com/acme/app.git", GITHUB, "github_token"),
     (f"GH_TOKEN={GITHUB_PAT}", GITHUB_PAT, "github_token"),
     (f"SLACK_BOT_TOKEN={SLACK}", SLACK, "slack_token"),
+    (f"DATABASE_URL=postgresql://app:{HUNTER}@db:5432/x", HUNTER, "password"),
+    (f"broker: amqp://guest:{HUNTER}-q@rabbit:5672/%2F", f"{HUNTER}-q", "password"),
+    (f"cache at redis://:{HUNTER}@cache.internal:6379/0 is down", HUNTER, "password"),
 ]
 
 NEGATIVE_STRINGS = [
@@ -346,7 +349,7 @@ def test_prefilter_superset_property(data: st.DataObject) -> None:
 
 def test_rule_needles_covered_by_prefilter() -> None:
     """Every per-rule needle contains a prefilter needle, so the two tables cannot drift apart."""
-    prefilter = [n for ns in _redact._NEEDLES.values() for n in ns]
+    prefilter = [n for ns in _redact._NEEDLES.values() for n in ns] + [_redact._URL_NEEDLE]
     for _, needles, _, _ in _redact._RULES:
         for needle in needles:
             assert needle == needle.lower()
@@ -647,3 +650,145 @@ def test_key_cache_is_bounded() -> None:
     assert len(r._key_cache) <= _redact._KEY_CACHE_MAX
     assert r.is_secret_key("Authorization")
     assert not r.is_secret_key("prompt_tokens")
+
+
+# --- URL credentials (scheme://user:password@host) -----------------------------------------
+
+URL_CREDENTIALS = [
+    (
+        f"https://bob:{HUNTER}@example.com/path?q=1",
+        "https://bob:[REDACTED:password]@example.com/path?q=1",
+    ),
+    (f"http://admin:{HUNTER}@10.0.0.5:8080/", "http://admin:[REDACTED:password]@10.0.0.5:8080/"),
+    ("postgresql://app:Sup3r-S3cret@db:5432/x", "postgresql://app:[REDACTED:password]@db:5432/x"),
+    (f"redis://:{HUNTER}@cache:6379/0", "redis://:[REDACTED:password]@cache:6379/0"),
+    ("amqp://guest:guest@rabbit:5672/%2F", "amqp://guest:[REDACTED:password]@rabbit:5672/%2F"),
+    ("HTTPS://Bob:Pw1@Example.COM", "HTTPS://Bob:[REDACTED:password]@Example.COM"),
+    (  # percent-encoded '@' and ':' inside the password
+        "mysql://root:p%40ss%3Aw0rd@localhost/db",
+        "mysql://root:[REDACTED:password]@localhost/db",
+    ),
+    (  # raw '@' and ':' inside the password: the host follows the last '@' of the authority
+        "mongodb+srv://u:p@ss:w@cluster0.x.net/?retryWrites=true",
+        "mongodb+srv://u:[REDACTED:password]@cluster0.x.net/?retryWrites=true",
+    ),
+    (  # an e-mail address as the user name
+        f"ftp://bob@corp.example:{HUNTER}@ftp.example.com/pub",
+        "ftp://bob@corp.example:[REDACTED:password]@ftp.example.com/pub",
+    ),
+    (
+        f"2024-05-01 ERROR could not connect to postgres://app:{HUNTER}@db.internal/app (timeout)",
+        "2024-05-01 ERROR could not connect to postgres://app:[REDACTED:password]@db.internal/app"
+        " (timeout)",
+    ),
+    (
+        f"BROKERS=amqp://a:x1@h1,amqp://b:{HUNTER}@h2",
+        "BROKERS=amqp://a:[REDACTED:password]@h1,amqp://b:[REDACTED:password]@h2",
+    ),
+    (
+        f'{{"url": "redis://:{HUNTER}@h:6379", "next": "https://ok.test/@me"}}',
+        '{"url": "redis://:[REDACTED:password]@h:6379", "next": "https://ok.test/@me"}',
+    ),
+    (
+        f'cfg = {{\\"dsn\\": \\"postgresql://app:{HUNTER}@db/x\\"}}',
+        'cfg = {\\"dsn\\": \\"postgresql://app:[REDACTED:password]@db/x\\"}',
+    ),
+]
+
+URLS_WITHOUT_PASSWORD = [
+    "https://user@example.com/path",
+    "ssh://git@github.com:22/acme/app.git",
+    "https://user:@example.com/",  # empty password: nothing to hide
+    "https://medium.com/@alice/post-1",  # '@' in the path
+    "https://example.com/search?q=a:b@c.d&x=1",  # '@' in the query
+    "https://example.com:8443/users/bob:admin@corp",
+    "http://localhost:8080?next=bob@example.com",
+    "http://localhost:8080#user:pw@frag",
+    "http://[2001:db8::1]:8080/path and http://[::1]/",
+    'links = ["http://a.test", "mailto:x@y.z"]',
+    "see https://example.com: write to admin@example.com",
+    "contact bob@example.com or alice.smith+tag@mail.example.org",
+    "mailto:bob@example.com?subject=hi",
+    "git@github.com:acme/app.git",
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), URL_CREDENTIALS)
+def test_url_password_is_masked(text: str, expected: str) -> None:
+    """Only the password of ``scheme://user:password@host`` is masked; scheme, user, host stay."""
+    out, n = Redactor().redact_str(text)
+    assert out == expected
+    assert n == expected.count("[REDACTED:password]")
+
+
+@pytest.mark.parametrize("text", URLS_WITHOUT_PASSWORD)
+def test_urls_without_password_and_emails_unchanged(text: str) -> None:
+    """A user without password, '@' in a path, query or fragment, and e-mails stay as they are."""
+    assert Redactor().redact_str(text) == (text, 0)
+
+
+def test_url_password_masked_in_event_and_flagged_by_both_prefilters() -> None:
+    """A DSN deep in an event is flagged by both prefilters and masked by ``redact``."""
+    event = {"tool": "run", "args": {"env": {"DATABASE_URL": f"postgresql://app:{HUNTER}@db/x"}}}
+    body = orjson.dumps(event)
+    for automaton, fallback in _PAIRS:
+        assert automaton.maybe_secret(body)
+        assert fallback.maybe_secret(body)
+    out, n = Redactor().redact(event)
+    assert n == 1
+    assert out == {
+        "tool": "run",
+        "args": {"env": {"DATABASE_URL": "postgresql://app:[REDACTED:password]@db/x"}},
+    }
+
+
+def test_urls_without_password_are_not_flagged() -> None:
+    """URLs without credentials and e-mails do not trip the prefilter (either implementation)."""
+    event = {"links": URLS_WITHOUT_PASSWORD, "body": "See https://docs.test/a?b=c and x@y.z"}
+    body = orjson.dumps(event)
+    for automaton, fallback in _PAIRS:
+        assert not automaton.maybe_secret(body)
+        assert not fallback.maybe_secret(body)
+
+
+_URL_SOUP = st.text(alphabet=":/@?#ab \\\"'\n\x01é[]", max_size=40)
+
+
+@settings(max_examples=400, database=None, deadline=None)
+@given(text=_URL_SOUP, prefix=st.sampled_from(["", "x://", "http://u:", "redis://:"]))
+def test_url_prefilter_is_a_superset_and_implementations_agree(text: str, prefix: str) -> None:
+    """On URL-shaped soup, a string redaction would change is flagged, by both implementations."""
+    value = prefix + text
+    for serialized in (orjson.dumps(value), orjson.dumps({"k": [value]}), value.encode()):
+        assert_same_verdict(serialized)
+    if Redactor().redact_str(value)[1]:
+        for automaton, fallback in _PAIRS:
+            assert automaton.maybe_secret(orjson.dumps({"k": [value]})), value
+            assert fallback.maybe_secret(orjson.dumps({"k": [value]})), value
+
+
+def test_url_with_token_user_and_password_masks_both_once() -> None:
+    """A token as the user is masked by its own rule, the password after it by the URL rule."""
+    out, n = Redactor().redact_str(f"https://{GITHUB}:{HUNTER}@github.com/acme/app.git")
+    assert (out, n) == (
+        "https://[REDACTED:github_token]:[REDACTED:password]@github.com/acme/app.git",
+        2,
+    )
+    out, n = Redactor().redact_str(f"https://oauth2:{GITHUB}@gitlab.example.com/x.git")
+    assert (out, n) == ("https://oauth2:[REDACTED:github_token]@gitlab.example.com/x.git", 1)
+    assert Redactor().redact_str(out) == (out, 0)
+
+
+def test_no_builtin_needle_can_hide_inside_the_url_needle() -> None:
+    """No built-in needle starts with '/' (it could overlap "://" and go unreported)."""
+    assert not [n for n in _redact._BYTES_NEEDLES if n.startswith((b"/", b"//"))]
+
+
+def test_user_key_starting_with_slash_is_not_hidden_by_url_needle() -> None:
+    """A user key segment starting with '/' is still found right after ':' (automaton==fallback)."""
+    keys = ["pin_//x"]
+    automaton, fallback = Redactor(extra_keys=keys), fallback_redactor(extra_keys=keys)
+    assert automaton._scan is not None
+    for body in (b'{"k":"u://x"}', b'{"pin_//x":1}', b'{"k":"see http://x.test/"}'):
+        assert automaton.maybe_secret(body) == fallback.maybe_secret(body), body
+    assert automaton.maybe_secret(b'{"k":"u://x"}')

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from telemetry_client import settings as settings_module
 from telemetry_client._units import format_size, parse_duration_s, parse_size
 from telemetry_client.errors import ConfigError
 from telemetry_client.settings import TelemetrySettings
@@ -292,10 +293,11 @@ def test_bad_argument_names_variable(field: str) -> None:
 
 
 def test_size_error_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A bad size reads like the contract's example, with valid forms."""
+    """A bad size reads like the contract's example, with valid forms and the way out."""
     monkeypatch.setenv("TELEMETRY_SPOOL_MAX_BYTES", "banana")
     assert str(config_error()) == (
         "TELEMETRY_SPOOL_MAX_BYTES='banana': expected a size like 1048576, 256MiB or 1.5GB"
+        " (or set TELEMETRY_ENABLED=0 to disable telemetry)"
     )
 
 
@@ -341,6 +343,152 @@ def test_redact_lists_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.redact_keys == ["api_key", "cookie"]
     monkeypatch.setenv("TELEMETRY_REDACT_KEYS", "api_key, cookie,")
     assert TelemetrySettings().redact_keys == ["api_key", "cookie"]
+
+
+# --- configuration errors while disabled (disabled means disabled) ---------------------------
+
+DISABLING = [
+    pytest.param({"TELEMETRY_ENABLED": "0"}, id="TELEMETRY_ENABLED=0"),
+    pytest.param({"TELEMETRY_ENABLED": "off"}, id="TELEMETRY_ENABLED=off"),
+    pytest.param({"DO_NOT_TRACK": "1"}, id="DO_NOT_TRACK=1"),
+]
+SETTINGS_LOGGER = "telemetry_client"
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget which "ignored settings" warnings this process already logged."""
+    monkeypatch.setattr(settings_module, "_warned", set(), raising=False)
+
+
+def _ignored_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == SETTINGS_LOGGER and r.levelname == "WARNING" and "ignored" in r.getMessage()
+    ]
+
+
+@pytest.mark.parametrize("disabling", DISABLING)
+@pytest.mark.parametrize(
+    "field",
+    [f for f, (env, _) in BAD_VALUES.items() if env is not None and f != "enabled"],
+    ids=str,
+)
+def test_disabled_ignores_bad_env_value(
+    monkeypatch: pytest.MonkeyPatch, disabling: dict[str, str], field: str
+) -> None:
+    """With telemetry off, any bad TELEMETRY_* value leaves settings built, inactive, at default."""
+    for name, value in disabling.items():
+        monkeypatch.setenv(name, value)
+    kept_field = "user_id" if field == "app" else "app"  # a valid value elsewhere is kept
+    monkeypatch.setenv(TelemetrySettings.env_var(kept_field), "kept-value")
+    monkeypatch.setenv(TelemetrySettings.env_var(field), str(BAD_VALUES[field][0]))
+    s = TelemetrySettings()
+    assert not s.active
+    assert getattr(s, kept_field) == "kept-value"
+    default = TelemetrySettings.model_fields[field].get_default(call_default_factory=True)
+    assert getattr(s, field) == default
+    assert len(s.ignored_problems) == 1
+    assert s.ignored_problems[0].startswith(TelemetrySettings.env_var(field))
+
+
+@pytest.mark.parametrize("field", [f for f in BAD_VALUES if f not in ("enabled", "do_not_track")])
+def test_disabled_by_argument_ignores_bad_argument(field: str) -> None:
+    """``TelemetrySettings(enabled=False, <bad>=...)`` does not raise either."""
+    s = TelemetrySettings(enabled=False, **{field: BAD_VALUES[field][1]})
+    assert not s.active
+    assert [p.split("=")[0] for p in s.ignored_problems] == [TelemetrySettings.env_var(field)]
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_disabled_with_bad_values_logs_one_warning_naming_them(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One warning (also for a second construction) names every bad variable, not the token."""
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    monkeypatch.setenv("TELEMETRY_TOKEN", f"{SECRET} with spaces")
+    monkeypatch.setenv("TELEMETRY_SPOOL_MAX_BYTES", "banana")
+    monkeypatch.setenv("TELEMETRY_ENDPOINT", "ftp://collector/api")
+    with caplog.at_level("WARNING", logger=SETTINGS_LOGGER):
+        TelemetrySettings()
+        TelemetrySettings()
+    (warning,) = _ignored_warnings(caplog)
+    for variable in ("TELEMETRY_TOKEN", "TELEMETRY_SPOOL_MAX_BYTES", "TELEMETRY_ENDPOINT"):
+        assert variable in warning
+    assert "DO_NOT_TRACK" in warning
+    assert "'banana'" in warning
+    assert SECRET not in caplog.text
+
+
+@pytest.mark.usefixtures("fresh_warnings")
+def test_disabled_with_valid_values_logs_nothing(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A disabled, valid configuration is silent and has no ignored problems."""
+    monkeypatch.setenv("TELEMETRY_ENABLED", "0")
+    with caplog.at_level("DEBUG", logger=SETTINGS_LOGGER):
+        s = TelemetrySettings()
+    assert s.ignored_problems == ()
+    assert caplog.records == []
+
+
+def test_disabled_ignores_cross_field_problem_found_after_field_problem(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A cross-field rule (checked once single fields pass) is ignored too; both defaulted."""
+    monkeypatch.setenv("TELEMETRY_ENABLED", "0")
+    monkeypatch.setenv("TELEMETRY_BATCH_MAX_EVENTS", "0")
+    monkeypatch.setenv("TELEMETRY_INLINE_MAX_BYTES", "100MiB")  # above the attachment default
+    s = TelemetrySettings()
+    assert (s.batch_max_events, s.inline_max_bytes) == (1000, 64 * 1024)
+    assert [p.split("=")[0] for p in s.ignored_problems] == [
+        "TELEMETRY_BATCH_MAX_EVENTS",
+        "TELEMETRY_ATTACHMENT_MAX_BYTES",
+    ]
+
+
+def test_disabled_ignores_unknown_argument() -> None:
+    """A misspelt argument is ignored when disabled, and its value is not echoed."""
+    s = TelemetrySettings(do_not_track=True, tokne=SECRET)
+    assert not s.active
+    assert s.ignored_problems == ("unknown setting 'tokne'",)
+
+
+def test_invalid_enabled_with_do_not_track_is_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TELEMETRY_ENABLED=maybe is invalid, but DO_NOT_TRACK=1 still switches telemetry off."""
+    monkeypatch.setenv("TELEMETRY_ENABLED", "maybe")
+    monkeypatch.setenv("DO_NOT_TRACK", "1")
+    s = TelemetrySettings()
+    assert not s.active
+    assert s.ignored_problems[0].startswith("TELEMETRY_ENABLED='maybe'")
+
+
+def test_invalid_enabled_alone_still_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An unreadable kill switch does not count as "off": it raises, with the way out."""
+    monkeypatch.setenv("TELEMETRY_ENABLED", "maybe")
+    error = config_error()
+    assert error.variable == "TELEMETRY_ENABLED"
+    assert str(error).endswith("(or set TELEMETRY_ENABLED=0 to disable telemetry)")
+
+
+@pytest.mark.parametrize(
+    "field", [f for f, (env, _) in BAD_VALUES.items() if env is not None], ids=str
+)
+def test_enabled_bad_env_value_says_how_to_disable(
+    monkeypatch: pytest.MonkeyPatch, field: str
+) -> None:
+    """Enabled with a bad value still raises; the message ends with how to switch off."""
+    monkeypatch.setenv(TelemetrySettings.env_var(field), str(BAD_VALUES[field][0]))
+    error = config_error()
+    assert error.variable == TelemetrySettings.env_var(field)
+    assert str(error).endswith(" (or set TELEMETRY_ENABLED=0 to disable telemetry)")
+
+
+def test_bad_argument_with_enabled_argument_suggests_argument() -> None:
+    """When the code passes ``enabled`` itself, the hint names the argument (env cannot win)."""
+    error = config_error(enabled=True, batch_max_events=0)
+    assert str(error).endswith(" (or pass enabled=False to disable telemetry)")
 
 
 # --- the token -------------------------------------------------------------------------------
