@@ -7,7 +7,12 @@ waited for. It drains what was pending when it started; batches sealed afterward
 running apps are theirs to send.
 
 Exit codes: 0 nothing pending is left (or telemetry is disabled); 1 something is left
-(timeout, endpoint down, credentials refused, kill switch); 2 configuration error.
+(timeout, endpoint down, credentials refused, wrong endpoint path, kill switch); 2
+configuration error; 130 interrupted (Ctrl-C), with one line saying what is still pending.
+
+A collector that refuses connections (nothing listens on the port) fails the flush after
+a few attempts instead of waiting out ``--timeout``; ``--wait`` keeps trying until then
+(a collector that is starting up).
 """
 
 from __future__ import annotations
@@ -18,12 +23,16 @@ from typing import TextIO
 from ._units import format_size
 from .client import TelemetryClient
 from .settings import TelemetrySettings
-from .upload import Uploader
+from .upload import SendResult, Uploader
+from .upload._sender import host_port
 
 __all__ = ["run_flush"]
 
-EXIT_OK, EXIT_PENDING, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_PENDING, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 _BAR = 30
+# Consecutive refused connections before a flush without --wait gives up: enough to ride
+# out one restart race, few enough to answer in about a second (backoff 0.5 s, 1 s).
+REFUSED_ATTEMPTS = 3
 
 
 class _Progress:
@@ -36,6 +45,14 @@ class _Progress:
         self.start = time.monotonic()
         self._last = 0.0
         self._shown: tuple[int, int] | None = None
+        self._open_line = False  # a TTY bar without its newline yet
+
+    def end_line(self) -> None:
+        """Finish a TTY bar's line so that a message can follow (Ctrl-C)."""
+        if self._open_line:
+            self.out.write("\n")
+            self.out.flush()
+            self._open_line = False
 
     def update(self, events: int, nbytes: int, *, final: bool = False) -> None:
         now = time.monotonic()
@@ -51,6 +68,7 @@ class _Progress:
         if self.tty:
             done = min(_BAR, round(_BAR * events / self.total))
             self.out.write(f"\r[{'#' * done}{'.' * (_BAR - done)}] {figures}\x1b[K")
+            self._open_line = not final
             if final:
                 self.out.write("\n")
         else:
@@ -58,8 +76,18 @@ class _Progress:
         self.out.flush()
 
 
-def run_flush(settings: TelemetrySettings, timeout: float, out: TextIO, err: TextIO) -> int:
-    """Deliver every batch pending now, within ``timeout`` seconds; returns the exit code."""
+def run_flush(
+    settings: TelemetrySettings,
+    timeout: float,
+    out: TextIO,
+    err: TextIO,
+    *,
+    wait: bool = False,
+) -> int:
+    """Deliver every batch pending now, within ``timeout`` seconds; returns the exit code.
+
+    ``wait``: keep trying a collector that refuses connections until ``timeout``.
+    """
     if not settings.active:
         out.write("telemetry is disabled (TELEMETRY_ENABLED/DO_NOT_TRACK): nothing to flush\n")
         return EXIT_OK
@@ -75,60 +103,131 @@ def run_flush(settings: TelemetrySettings, timeout: float, out: TextIO, err: Tex
     client = TelemetryClient(settings)  # never started: lends its spool and uploader
     up = client._uploader
     assert up is not None
+    drain = _Drain(client, up, out, err, wait=wait)
     try:
         client.spool.open()
-        return _drain(client, up, timeout, out)
+        return drain.run(timeout)
+    except KeyboardInterrupt:
+        return drain.interrupted()
     finally:
         up.stop(0)
         client.close(0)
 
 
-def _drain(client: TelemetryClient, up: Uploader, timeout: float, out: TextIO) -> int:
-    spool = client.spool
-    deadline = time.monotonic() + timeout
-    up.set_deadline(deadline)
-    up.report_drops()  # losses not yet reported go out with this flush
-    cutoff = time.time_ns()
-    todo = spool.pending_before(cutoff)
-    if todo.batches == 0:
-        out.write("nothing pending\n")
-        return EXIT_OK
-    progress = _Progress(out, todo.events, tty=out.isatty())
-    sent_events = sent_bytes = 0
-    why = "timed out"
-    while True:
-        left = spool.pending_before(cutoff)
-        if left.batches == 0:
-            progress.update(sent_events, sent_bytes, final=True)
-            out.write(f"flushed {sent_events} events ({format_size(sent_bytes)})\n")
+class _Drain:
+    """One flush: the stepping loop, and what an interruption reports."""
+
+    def __init__(
+        self, client: TelemetryClient, up: Uploader, out: TextIO, err: TextIO, *, wait: bool
+    ) -> None:
+        self.client = client
+        self.up = up
+        self.out = out
+        self.err = err
+        self.wait = wait
+        self.cutoff: int | None = None  # batches sealed before this are ours to deliver
+        self.progress: _Progress | None = None
+        self.sent_events = 0
+        self.sent_bytes = 0
+
+    def interrupted(self) -> int:
+        """Ctrl-C: one line on stderr with what is still pending (it stays spooled)."""
+        self._end_progress_line()
+        spool = self.client.spool
+        left = spool.pending() if self.cutoff is None else spool.pending_before(self.cutoff)
+        self.err.write(
+            f"telemetry-client flush: interrupted; {left.events} events in {left.batches}"
+            f" batches ({format_size(left.bytes)}) are still pending and stay spooled"
+            " (run flush again to send them)\n"
+        )
+        self.err.flush()
+        return EXIT_INTERRUPTED
+
+    def run(self, timeout: float) -> int:
+        spool = self.client.spool
+        deadline = time.monotonic() + timeout
+        self.up.set_deadline(deadline)
+        self.up.report_drops()  # losses not yet reported go out with this flush
+        self.cutoff = cutoff = time.time_ns()
+        todo = spool.pending_before(cutoff)
+        if todo.batches == 0:
+            self.out.write("nothing pending\n")
             return EXIT_OK
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        step = up.step()
-        sent_events += step.events if step.outcome == "sent" else 0
-        sent_bytes += step.bytes if step.outcome == "sent" else 0
-        progress.update(sent_events, sent_bytes)
-        if step.outcome in ("kill_switch", "auth_pause", "paused") and step.hard:
-            if step.outcome == "paused" and step.wait_s < remaining:
-                time.sleep(step.wait_s)  # Retry-After shorter than our deadline: honour it
-                continue
-            why = up.blocked_reason() or f"the collector asked to wait {step.wait_s:.0f} s"
-            break
-        if step.outcome == "retry" and step.hard and step.wait_s >= remaining:
-            why = f"the collector asked to retry after {step.wait_s:.0f} s"
-            break
-        if step.outcome == "idle":
-            # Pending batches are held by other processes right now: wait for their acks.
-            time.sleep(min(0.05, max(0.0, remaining)))
-        elif step.wait_s > 0:
-            time.sleep(min(step.wait_s, max(0.0, remaining)))
-        if step.outcome == "retry" and step.result is not None:
-            why = f"the endpoint is failing ({step.result.describe()})"
-    progress.update(sent_events, sent_bytes, final=True)
-    left = spool.pending_before(cutoff)
-    out.write(
-        f"{left.events} events in {left.batches} batches ({format_size(left.bytes)}) are still"
-        f" pending: {why}; they stay spooled and will be sent later\n"
+        self.progress = _Progress(self.out, todo.events, tty=self.out.isatty())
+        why = self._loop(deadline, cutoff)
+        self.progress.update(self.sent_events, self.sent_bytes, final=True)
+        if why is None:
+            self.out.write(f"flushed {self.sent_events} events ({format_size(self.sent_bytes)})\n")
+            return EXIT_OK
+        left = spool.pending_before(cutoff)
+        self.out.write(
+            f"{left.events} events in {left.batches} batches ({format_size(left.bytes)}) are"
+            f" still pending: {why}; they stay spooled and will be sent later\n"
+        )
+        return EXIT_PENDING
+
+    def _loop(self, deadline: float, cutoff: int) -> str | None:
+        """Step until every batch sealed before ``cutoff`` is delivered (None), or why not."""
+        up, spool, progress = self.up, self.client.spool, self.progress
+        assert progress is not None
+        why = "timed out"
+        refused = 0  # consecutive attempts that could not connect at all
+        while True:
+            if spool.pending_before(cutoff).batches == 0:
+                return None
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return why
+            step = up.step()
+            if step.outcome == "sent":
+                self.sent_events += step.events
+                self.sent_bytes += step.bytes
+            progress.update(self.sent_events, self.sent_bytes)
+            if step.outcome in _BLOCKED and step.hard:
+                if step.outcome == "paused" and step.wait_s < remaining:
+                    time.sleep(step.wait_s)  # Retry-After shorter than our deadline: honour it
+                    continue
+                return up.blocked_reason() or f"the collector asked to wait {step.wait_s:.0f} s"
+            if step.outcome == "retry" and step.hard and step.wait_s >= remaining:
+                return f"the collector asked to retry after {step.wait_s:.0f} s"
+            result = step.result
+            if result is not None and result.refused:
+                refused += 1
+                if not self.wait and refused >= REFUSED_ATTEMPTS:
+                    return _refused_text(result, refused)
+                if self.wait and refused == 1:
+                    self._say_waiting(result, remaining)
+            elif result is not None:
+                refused = 0
+            if step.outcome == "idle":
+                # Pending batches are held by other processes right now: wait for their acks.
+                time.sleep(min(0.05, max(0.0, remaining)))
+            elif step.wait_s > 0:
+                time.sleep(min(step.wait_s, max(0.0, remaining)))
+            if step.outcome == "retry" and result is not None:
+                why = f"the endpoint is failing ({result.describe()})"
+
+    def _say_waiting(self, result: SendResult, remaining: float) -> None:
+        self._end_progress_line()
+        self.out.write(
+            f"flush: cannot connect to {host_port(result.url)}"
+            f" ({result.cause or result.error}); waiting for it (--wait),"
+            f" up to {remaining:.0f} s\n"
+        )
+        self.out.flush()
+
+    def _end_progress_line(self) -> None:
+        if self.progress is not None:
+            self.progress.end_line()
+
+
+# Step outcomes that a flush cannot wait out (unless a "paused" ends before its deadline).
+_BLOCKED = ("kill_switch", "auth_pause", "endpoint_pause", "paused")
+
+
+def _refused_text(result: SendResult, attempts: int) -> str:
+    return (
+        f"cannot connect to {host_port(result.url)} ({result.cause or result.error},"
+        f" {attempts} attempts): is the collector running? (flush --wait keeps trying"
+        " until --timeout)"
     )
-    return EXIT_PENDING

@@ -2,7 +2,8 @@
 
 Commands read the same ``TELEMETRY_*`` configuration as the app. Read-only commands
 (``status``, ``tail``) never create the spool directory. Every command exits 2 with a
-one-line message naming the variable when the configuration is invalid.
+one-line message naming the variable when the configuration is invalid, and 130 with one
+line when interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -13,19 +14,23 @@ import sys
 import time
 from collections.abc import Sequence
 from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import orjson
 
 from ._units import format_size
 from .errors import ConfigError
 from .settings import TelemetrySettings
 from .spool import Spool
-from .upload import Control, LastUpload
+from .upload import Control, LastUpload, Sender, SendResult
+from .upload._sender import host_port
+from .upload.policy import endpoint_problem
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_PENDING, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_PENDING, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+PROBE_TIMEOUT_S = 2.0
+_QUERY_PAGE = 10_000  # the reference collector's largest ``limit``
 
 
 def _spool(settings: TelemetrySettings) -> Spool:
@@ -38,14 +43,19 @@ def _spool(settings: TelemetrySettings) -> Spool:
 
 
 def status_dict(settings: TelemetrySettings) -> dict[str, Any]:
-    """Everything ``status`` shows, as one JSON-able object."""
+    """Everything ``status`` shows, as one JSON-able object.
+
+    ``endpoint_reachable`` is True when the events endpoint itself answers (not merely
+    something on its port); ``endpoint_check`` says what the probe found, in words.
+    """
     spool = _spool(settings)
+    probe = _probe(settings)
     pending = spool.pending()
     dropped = spool.dropped()
     dead = spool.dead_letters()
     return {
         "enabled": settings.active,
-        "endpoint": settings.endpoint,
+        "endpoint": _masked_url(settings.endpoint),
         "spool_dir": str(settings.resolved_spool_dir),
         "spool_exists": settings.resolved_spool_dir.is_dir(),
         "spool_bytes": spool.usage(),
@@ -62,8 +72,29 @@ def status_dict(settings: TelemetrySettings) -> dict[str, Any]:
         "quarantined_batches": len(spool.quarantined()),
         "disabled_until": _disabled_until(settings),
         "last_upload": LastUpload(settings.resolved_spool_dir).read(),
-        "endpoint_reachable": _reachable(settings),
+        "endpoint_reachable": None if probe is None else probe[0],
+        "endpoint_check": None if probe is None else probe[1],
     }
+
+
+def _masked_url(url: str | None) -> str | None:
+    """``url`` with its password and query values shown as ``***`` (status output)."""
+    if not url:
+        return url
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<invalid URL>"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, hostport = netloc.rpartition("@")
+        netloc = f"{userinfo.partition(':')[0]}:***@{hostport}"
+    query = "&".join(
+        f"{name}=***" if sep else name
+        for name, sep, _value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _disabled_until(settings: TelemetrySettings) -> str | None:
@@ -74,16 +105,48 @@ def _disabled_until(settings: TelemetrySettings) -> str | None:
     return dt.datetime.fromtimestamp(until, dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def _reachable(settings: TelemetrySettings) -> bool | None:
-    """GET the health URL (sibling ``.../health`` of the endpoint); None without an endpoint."""
-    url = settings.health_url
-    if url is None or not settings.active:
+def _sender(settings: TelemetrySettings, timeout: float) -> Sender:
+    assert settings.endpoint is not None
+    token = settings.token.get_secret_value() if settings.token else None
+    return Sender(
+        endpoint=settings.endpoint, attachments_endpoint=None, token=token, timeout=timeout
+    )
+
+
+def _probe(settings: TelemetrySettings) -> tuple[bool, str] | None:
+    """Probe the events endpoint itself (``OPTIONS``, stores nothing): (reachable, words).
+
+    None without an endpoint or while telemetry is disabled (no sockets then).
+    """
+    if not settings.endpoint or not settings.active:
         return None
+    sender = _sender(settings, PROBE_TIMEOUT_S)
     try:
-        response = httpx.get(url, timeout=2.0)
-    except httpx.HTTPError:
-        return False
-    return response.status_code < 500
+        return _judge_probe(sender.probe())
+    finally:
+        sender.close()
+
+
+def _judge_probe(result: SendResult) -> tuple[bool, str]:
+    status, url = result.status, result.url
+    if status is None:
+        return False, f"cannot connect to {host_port(url)} ({result.cause or result.error})"
+    allow = {m.strip().upper() for m in (result.allow or "").split(",") if m.strip()}
+    if status == 404 or (status == 405 and allow and "POST" not in allow):
+        return False, endpoint_problem(status, url)
+    if status in (401, 403):
+        return True, (
+            f"the events endpoint answers, but refused our credentials (HTTP {status}):"
+            " check TELEMETRY_TOKEN"
+        )
+    if 300 <= status < 400:
+        return False, (
+            f"HTTP {status} at {url} redirects elsewhere, and uploads do not follow"
+            " redirects: check TELEMETRY_ENDPOINT"
+        )
+    if status >= 500:
+        return False, f"HTTP {status} at {url}: the collector is failing"
+    return True, "events endpoint answers"
 
 
 def _cmd_status(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
@@ -118,7 +181,9 @@ def _cmd_status(settings: TelemetrySettings, args: argparse.Namespace, out: Text
         f"last upload:      {_last_upload_text(info['last_upload'])}",
     ]
     if info["endpoint_reachable"] is not None:
-        lines.insert(2, f"reachable:        {'yes' if info['endpoint_reachable'] else 'NO'}")
+        check = info["endpoint_check"]
+        answer = f"yes ({check})" if info["endpoint_reachable"] else f"no: {check}"
+        lines.insert(2, f"reachable:        {answer}")
     out.write("\n".join(lines) + "\n")
     return EXIT_OK
 
@@ -133,10 +198,12 @@ def _last_upload_text(last: dict[str, Any] | None) -> str:
 def _cmd_flush(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
     from ._flush import run_flush
 
-    return run_flush(settings, args.timeout, out, sys.stderr)
+    return run_flush(settings, args.timeout, out, sys.stderr, wait=args.wait)
 
 
 def _cmd_tail(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
+    if args.collector:
+        return _tail_collector(settings, args, out)
     spool = _spool(settings)
     picked: list[dict[str, Any]] = []
     for _name, raw in spool.iter_batches_newest_first():
@@ -152,13 +219,82 @@ def _cmd_tail(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO
                 break
         if len(picked) >= args.n:
             break
-    picked.sort(key=lambda e: (str(e.get("ts")), e.get("seq", 0)))
-    for event in picked:
+    _print_events(picked, args, out)
+    if len(picked) < args.n:
+        # The spool holds only what is not uploaded yet: say so, or an empty tail after a
+        # successful upload looks like lost data. On stderr: --json output stays clean.
+        pending = spool.pending()
+        sys.stderr.write(
+            f"tail: the spool holds only events not uploaded yet ({pending.events} pending);"
+            " uploaded events are at the collector: telemetry-client tail --collector\n"
+        )
+    return EXIT_OK
+
+
+def _print_events(events: list[dict[str, Any]], args: argparse.Namespace, out: TextIO) -> None:
+    events.sort(key=lambda e: (str(e.get("ts")), e.get("seq", 0)))
+    for event in events:
         if args.json:
             out.write(orjson.dumps(event).decode() + "\n")
         else:
             out.write(_human_line(event) + "\n")
+
+
+def _tail_collector(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
+    """The newest ``-n`` events stored at the collector (its query API, CONTRACT §8)."""
+    if not settings.endpoint:
+        sys.stderr.write(
+            "telemetry-client: configuration error: TELEMETRY_ENDPOINT is not set:"
+            " tail --collector reads the collector's events endpoint\n"
+        )
+        return EXIT_CONFIG
+    sender = _sender(settings, settings.upload_timeout)
+    base: dict[str, str | int] = {"type": args.type} if args.type else {}
+    try:
+        first = _query(sender, {**base, "limit": 0})
+        if isinstance(first, str):
+            sys.stderr.write(f"telemetry-client: tail --collector: {first}\n")
+            return EXIT_PENDING
+        total = int(first.get("total", 0))
+        offset = max(0, total - args.n)
+        picked: list[dict[str, Any]] = []
+        while offset + len(picked) < total:
+            limit = min(_QUERY_PAGE, total - offset - len(picked))
+            page = _query(sender, {**base, "limit": limit, "offset": offset + len(picked)})
+            if isinstance(page, str):
+                sys.stderr.write(f"telemetry-client: tail --collector: {page}\n")
+                return EXIT_PENDING
+            events = [e for e in page.get("events", []) if isinstance(e, dict)]
+            if not events:
+                break
+            picked.extend(events)
+    finally:
+        sender.close()
+    _print_events(picked[-args.n :], args, out)
     return EXIT_OK
+
+
+def _query(sender: Sender, params: dict[str, str | int]) -> dict[str, Any] | str:
+    """One page of the collector's query API, or what went wrong in words."""
+    result, body = sender.query_events(params)
+    status, url = result.status, result.url
+    if status is None:
+        return f"cannot connect to {host_port(url)} ({result.cause or result.error})"
+    if status in (401, 403):
+        return f"the collector refused our credentials (HTTP {status}): check TELEMETRY_TOKEN"
+    if status == 404:
+        return endpoint_problem(status, url)
+    if status == 405:
+        return f"HTTP 405 at {url}: this collector has no query API (GET on the events URL)"
+    if not result.ok:
+        return f"HTTP {status} at {url}"
+    try:
+        page = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        page = None
+    if not isinstance(page, dict):
+        return f"unexpected answer from {url} (not a JSON object)"
+    return page
 
 
 def _human_line(event: dict[str, Any]) -> str:
@@ -242,10 +378,21 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument(
         "--timeout", type=_positive_float, default=60.0, help="give up after S seconds (60)"
     )
+    f.add_argument(
+        "--wait",
+        action="store_true",
+        help="keep trying until --timeout while the collector refuses connections"
+        " (default: give up after a few refused attempts)",
+    )
     t = sub.add_parser("tail", help="the newest spooled events, decompressed")
     t.add_argument("-n", type=_positive_int, default=10, help="how many events (default 10)")
     t.add_argument("--type", help="only events of this type")
     t.add_argument("--json", action="store_true", help="one event envelope per line")
+    t.add_argument(
+        "--collector",
+        action="store_true",
+        help="the newest events stored at the collector (its query API) instead of the spool",
+    )
     u = sub.add_parser("purge", help="delete spooled data")
     g = u.add_mutually_exclusive_group(required=True)
     g.add_argument("--older-than", type=float, metavar="DAYS", help="data older than DAYS days")
@@ -311,4 +458,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"telemetry-client: configuration error: {exc}\n")
         return EXIT_CONFIG
-    return _COMMANDS[args.command](settings, args, stream)
+    try:
+        return _COMMANDS[args.command](settings, args, stream)
+    except KeyboardInterrupt:  # flush reports what is pending itself; anything else: one line
+        sys.stderr.write(f"telemetry-client {args.command}: interrupted\n")
+        return EXIT_INTERRUPTED

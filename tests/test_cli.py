@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from conftest import child_env
+from conftest import COLLECTOR_TOKEN, CollectorHandle, child_env
 
 from telemetry_client import Spool, TelemetryClient, TelemetrySettings, _ids, events
 
@@ -51,6 +54,14 @@ def run_cli(
         timeout=60,
         check=False,
     )
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 nobody listens on (bound by the OS, then released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
 
 
 def status_json(spool_dir: Path) -> dict[str, Any]:
@@ -192,6 +203,164 @@ def test_tail_of_unknown_type_prints_nothing(spool_dir: Path) -> None:
     proc = run_cli(spool_dir, "tail", "--type", "nope", "--json")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
+
+
+def test_tail_says_on_stderr_how_many_are_pending_and_where_uploaded_events_are(
+    spool_dir: Path,
+) -> None:
+    """When the spool holds fewer events than asked for, stderr says how many are pending
+    and that uploaded events are at the collector; --json stdout stays pure envelopes."""
+    proc = run_cli(spool_dir, "tail", "-n", "100", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert len([orjson.loads(line) for line in proc.stdout.splitlines()]) == N_EVENTS
+    (hint,) = proc.stderr.splitlines()
+    assert f"({N_EVENTS} pending)" in hint
+    assert "uploaded events are at the collector" in hint
+    assert "tail --collector" in hint
+
+    enough = run_cli(spool_dir, "tail", "-n", "5", "--json")
+    assert enough.stderr == ""  # it had all that was asked for: nothing to explain
+
+
+def test_tail_after_upload_hints_and_tail_collector_reads_the_collector(
+    spool_dir: Path, collector: CollectorHandle
+) -> None:
+    """Once everything is uploaded, tail prints nothing on stdout and says on stderr that
+    0 are pending; tail --collector prints the newest events stored at the collector, in
+    the same formats (envelopes with --json, readable lines without), --type filtering."""
+    env = {"TELEMETRY_ENDPOINT": collector.events_url, "TELEMETRY_TOKEN": COLLECTOR_TOKEN}
+    flushed = run_cli(spool_dir, "flush", extra_env=env)
+    assert flushed.returncode == 0, flushed.stdout + flushed.stderr
+
+    local = run_cli(spool_dir, "tail", "--json", extra_env=env)
+    remote = run_cli(spool_dir, "tail", "--collector", "-n", "4", "--json", extra_env=env)
+    typed = run_cli(
+        spool_dir, "tail", "--collector", "--type", "gamma", "-n", "2", "--json", extra_env=env
+    )
+    human = run_cli(spool_dir, "tail", "--collector", "-n", "3", extra_env=env)
+
+    assert local.returncode == 0, local.stderr
+    assert local.stdout == ""
+    assert "(0 pending)" in local.stderr
+    assert "uploaded events are at the collector" in local.stderr
+    assert remote.returncode == 0, remote.stderr
+    tail = [orjson.loads(line) for line in remote.stdout.splitlines()]
+    assert [e["seq"] for e in tail] == list(range(N_EVENTS - 3, N_EVENTS + 1))
+    assert all(set(e) == ENVELOPE_KEYS for e in tail)
+    assert [orjson.loads(line)["seq"] for line in typed.stdout.splitlines()] == [27, 30]
+    assert human.returncode == 0, human.stderr
+    lines = human.stdout.splitlines()
+    assert len(lines) == 3
+    assert "event number 30" in lines[-1]
+    for proc in (remote, typed, human):
+        assert COLLECTOR_TOKEN not in proc.stdout + proc.stderr
+
+
+def test_tail_collector_failures_exit_1_with_one_line(
+    spool_dir: Path, collector: CollectorHandle
+) -> None:
+    """tail --collector: a refused token, a wrong path and a closed port each give exit 1
+    and one stderr line saying what to check; no endpoint at all is a configuration error."""
+    cases = {
+        "check TELEMETRY_TOKEN": (collector.events_url, "wrong-token"),
+        "check the path of TELEMETRY_ENDPOINT": (collector.url, COLLECTOR_TOKEN),
+        f"cannot connect to 127.0.0.1:{(port := free_port())}": (
+            f"http://127.0.0.1:{port}/api/v1/events",
+            COLLECTOR_TOKEN,
+        ),
+    }
+    for words, (url, token) in cases.items():
+        env = {"TELEMETRY_ENDPOINT": url, "TELEMETRY_TOKEN": token}
+        proc = run_cli(spool_dir, "tail", "--collector", "--json", extra_env=env)
+        assert proc.returncode == 1, (words, proc.stderr)
+        assert proc.stdout == ""
+        (line,) = proc.stderr.splitlines()
+        assert words in line
+    unset = run_cli(spool_dir, "tail", "--collector")
+    assert unset.returncode == 2
+    assert "TELEMETRY_ENDPOINT" in unset.stderr
+
+
+# --- flush ----------------------------------------------------------------------------------------
+
+
+def test_flush_fails_fast_when_connections_are_refused(spool_dir: Path) -> None:
+    """A collector that is down (nothing listens on the port): flush gives up after a few
+    refused connections, long before --timeout, naming host and port; exit 1, data kept."""
+    port = free_port()
+    env = {"TELEMETRY_ENDPOINT": f"http://127.0.0.1:{port}/api/v1/events"}
+    proc = run_cli(spool_dir, "flush", "--timeout", "3600", extra_env=env)  # hang bound: 60 s
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"cannot connect to 127.0.0.1:{port} (connection refused" in proc.stdout
+    assert "--wait" in proc.stdout
+    assert f"{N_EVENTS} events" in proc.stdout
+    assert "still pending" in proc.stdout
+    assert "Traceback" not in proc.stderr
+    assert open_spool(spool_dir).pending().events == N_EVENTS
+
+
+def test_flush_wait_keeps_trying_a_refusing_collector_until_the_timeout(spool_dir: Path) -> None:
+    """flush --wait does not give up on refused connections: it says it is waiting and
+    keeps trying until --timeout has passed; exit 1, data kept."""
+    port = free_port()
+    env = {
+        "TELEMETRY_ENDPOINT": f"http://127.0.0.1:{port}/api/v1/events",
+        "TELEMETRY_UPLOAD_BACKOFF_INITIAL": "20ms",
+        "TELEMETRY_UPLOAD_BACKOFF_MAX": "100ms",
+    }
+    start = time.monotonic()
+    proc = run_cli(spool_dir, "flush", "--wait", "--timeout", "2", extra_env=env)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"cannot connect to 127.0.0.1:{port} (connection refused); waiting" in proc.stdout
+    assert "attempts" not in proc.stdout  # never gave up early
+    assert "still pending: the endpoint is failing" in proc.stdout
+    assert elapsed >= 2.0  # a lower bound: it waited out its whole --timeout
+    assert open_spool(spool_dir).pending().events == N_EVENTS
+
+
+def test_ctrl_c_during_flush_exits_130_with_one_line_saying_what_is_pending(
+    spool_dir: Path,
+) -> None:
+    """SIGINT while flush waits for a collector: exit 130, no traceback, and one stderr
+    line saying how many events are still pending (they stay spooled)."""
+    env = child_env(spool_dir, TELEMETRY_ENDPOINT=f"http://127.0.0.1:{free_port()}/api/v1/events")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "telemetry_client", "flush", "--wait", "--timeout", "600"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    watchdog = threading.Timer(60, proc.kill)  # hang bound only
+    watchdog.start()
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # synchronise on its output: it is waiting now
+            seen.append(line)
+            if "waiting for it (--wait)" in line:
+                break
+        assert seen, "flush exited without output"
+        assert "waiting" in seen[-1], seen
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate()
+    finally:
+        watchdog.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (out, err)
+    assert "Traceback" not in err
+    assert "KeyboardInterrupt" not in err
+    *before, line = err.splitlines()
+    # Before the interrupt: only the uploader's (rate-limited) warning about the retries.
+    assert all(x.startswith("telemetry upload failed") for x in before), before
+    assert "interrupted" in line
+    assert f"{N_EVENTS} events" in line
+    assert "still pending" in line
+    assert open_spool(spool_dir).pending().events == N_EVENTS
 
 
 # --- purge ----------------------------------------------------------------------------------------

@@ -376,3 +376,101 @@ def test_token_never_appears_in_logs_spool_or_cli_output(
         for path in settings.resolved_spool_dir.rglob("*"):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
+
+
+def _wrong_path_url(collector: CollectorHandle) -> str:
+    """The collector's root with user info and a query: no events endpoint there (404)."""
+    return collector.url.replace("http://", "http://bob:hunter2@") + "/?key=qs-secret"
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_wrong_endpoint_path_is_reported_as_a_404_by_flush_and_status(
+    tmp_path: Path, collector: CollectorHandle
+) -> None:
+    """TELEMETRY_ENDPOINT without /api/v1/events on the real collector: flush exits 1 saying
+    404, the URL (no credentials, no query) and the path to check, never the token; status
+    says the events endpoint does not answer; nothing is stored, dropped or dead-lettered."""
+    spool_dir = tmp_path / "spool"
+    _spooled_offline(spool_dir, 12)
+    env = child_env(
+        spool_dir, TELEMETRY_ENDPOINT=_wrong_path_url(collector), TELEMETRY_TOKEN=COLLECTOR_TOKEN
+    )
+    expected = f"HTTP 404 at {collector.url}/: check the path of TELEMETRY_ENDPOINT"
+
+    flush = _run_cli("flush", env=env)
+    status = _run_cli("status", env=env)
+    status_json = _run_cli("status", "--json", env=env)
+
+    assert flush.returncode == 1, flush.stdout + flush.stderr
+    assert f"still pending: the collector answered {expected}" in flush.stdout
+    assert "TELEMETRY_TOKEN" not in flush.stdout + flush.stderr
+    assert "credentials" not in flush.stdout + flush.stderr
+    assert status.returncode == 0, status.stderr
+    assert f"reachable:        no: {expected}" in status.stdout
+    info = orjson.loads(status_json.stdout)
+    assert info["endpoint_reachable"] is False
+    assert expected in info["endpoint_check"]
+    assert info["last_upload"]["outcome"] == "wrong_endpoint"
+    everything = "".join(p.stdout + p.stderr for p in (flush, status, status_json))
+    for secret in ("hunter2", "qs-secret", COLLECTOR_TOKEN):
+        assert secret not in everything
+    assert collector.query()["total"] == 0
+    assert info["pending_events"] == 12
+    assert info["dead_letter_batches"] == 0
+    assert info["dropped_events"] == 0
+
+
+@pytest.mark.usefixtures("clean_env")
+def test_status_probes_the_events_endpoint_itself_and_stores_nothing(
+    tmp_path: Path, collector: CollectorHandle
+) -> None:
+    """status on the right URL says the events endpoint answers; with a refused token it
+    says so; on the health URL (which takes no POST) it says no; the probe stores nothing."""
+    spool_dir = tmp_path / "spool"
+
+    def reachable(url: str, token: str) -> str:
+        env = child_env(spool_dir, TELEMETRY_ENDPOINT=url, TELEMETRY_TOKEN=token)
+        proc = _run_cli("status", env=env)
+        assert proc.returncode == 0, proc.stderr
+        (line,) = [x for x in proc.stdout.splitlines() if x.startswith("reachable:")]
+        return line
+
+    good = reachable(collector.events_url, COLLECTOR_TOKEN)
+    refused = reachable(collector.events_url, "wrong-token")
+    health = reachable(collector.health_url, COLLECTOR_TOKEN)
+
+    assert good == "reachable:        yes (events endpoint answers)"
+    assert refused.startswith("reachable:        yes (")
+    assert "refused our credentials (HTTP 401): check TELEMETRY_TOKEN" in refused
+    assert health.startswith(f"reachable:        no: HTTP 405 at {collector.health_url}")
+    assert "check the path of TELEMETRY_ENDPOINT" in health
+    assert collector.query()["total"] == 0
+    assert not spool_dir.exists()
+
+
+def test_running_uploader_reports_a_wrong_path_not_an_auth_problem(
+    settings_factory: Callable[..., TelemetrySettings],
+    collector: CollectorHandle,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An app whose endpoint lacks the path: the uploader warns about a 404 and the path,
+    not about credentials; its events stay spooled (not dead-lettered, not dropped)."""
+    caplog.set_level(logging.WARNING, logger="telemetry_client")
+    settings = settings_factory(endpoint=collector.url, token=COLLECTOR_TOKEN, linger_ms=20)
+    with TelemetryClient(settings) as client:
+        for i in range(5):
+            client.emit("probe", {"marker": f"w-{i}"})
+        client.flush_sync(timeout=10)
+        wait_until(
+            lambda: "check the path of TELEMETRY_ENDPOINT" in caplog.text,
+            what="wrong-endpoint warning",
+        )
+        stats = client.stats()
+    assert f"HTTP 404 at {collector.url}/" in caplog.text
+    assert "TELEMETRY_TOKEN" not in caplog.text
+    assert "credentials" not in caplog.text
+    assert stats["rejected"] == 0
+    spool = Spool(settings.resolved_spool_dir, max_bytes=1 << 30)
+    assert spool.pending().events == 5
+    assert spool.dead_letters() == []
+    assert collector.query()["total"] == 0

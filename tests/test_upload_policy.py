@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
 
 from telemetry_client.testing import FixedJitter
-from telemetry_client.upload import Action, Backoff, SendResult, classify, parse_disable
+from telemetry_client.upload import Action, Backoff, SendResult, classify, parse_disable, policy
 from telemetry_client.upload import parse_retry_after as retry_after
-from telemetry_client.upload.policy import MAX_DISABLE_S
+from telemetry_client.upload.policy import MAX_DISABLE_S, endpoint_problem
 
 NOW = 1_700_000_000.0  # a whole second, so HTTP dates (1 s resolution) are exact
 
@@ -46,13 +48,32 @@ def test_classify_413_splits() -> None:
     assert classify(SendResult(413)) is Action.SPLIT
 
 
-@pytest.mark.parametrize("status", [401, 403, 404])
+@pytest.mark.parametrize("status", [401, 403])
 def test_classify_auth_statuses_pause(status: int) -> None:
-    """401/403/404 pause uploads and keep everything (a bad token or URL never loses data)."""
+    """401/403 pause uploads and keep everything (a bad token never loses data)."""
     assert classify(SendResult(status)) is Action.AUTH_PAUSE
 
 
-@pytest.mark.parametrize("status", [400, 405, 409, 410, 411, 415, 422, 431, 451, 499])
+@pytest.mark.parametrize("status", [404, 405])
+def test_classify_wrong_endpoint_statuses_pause_for_the_endpoint(status: int) -> None:
+    """404/405 (a wrong path, a URL that takes no POST) pause as a wrong endpoint, not as
+    an auth refusal, and never dead-letter: the batch is not at fault."""
+    assert classify(SendResult(status)) is Action.ENDPOINT_PAUSE
+
+
+def test_endpoint_problem_names_status_url_and_the_variable_to_check() -> None:
+    """The 404/405 text says the status, the URL it is given and which setting's path to check."""
+    url = "http://127.0.0.1:8787/"
+    text = endpoint_problem(404, url)
+    assert text.startswith(f"HTTP 404 at {url}: check the path of TELEMETRY_ENDPOINT")
+    assert "/api/v1/events" in text
+    assert "TOKEN" not in text
+    assert "does not accept POST" in endpoint_problem(405, url)
+    other = endpoint_problem(404, url, "TELEMETRY_ATTACHMENTS_ENDPOINT")
+    assert "check the path of TELEMETRY_ATTACHMENTS_ENDPOINT" in other
+
+
+@pytest.mark.parametrize("status", [400, 409, 410, 411, 415, 422, 431, 451, 499])
 def test_classify_other_4xx_dead_letter(status: int) -> None:
     """Any other 4xx refuses the batch for good: it goes to the dead-letter area."""
     assert classify(SendResult(status)) is Action.DEAD_LETTER
@@ -62,6 +83,34 @@ def test_classify_other_4xx_dead_letter(status: int) -> None:
 def test_classify_odd_statuses_retry(status: int) -> None:
     """1xx, 3xx (redirects are not followed) and other 5xx are retried, never dropped."""
     assert classify(SendResult(status)) is Action.RETRY
+
+
+def _docstring_rows() -> list[tuple[list[int], Action]]:
+    """(explicit statuses, action) of every row of the matrix table in policy's docstring."""
+    doc = policy.__doc__ or ""
+    rows = []
+    for line in doc.splitlines():
+        match = re.fullmatch(r"(.+?)\s{2,}``([A-Z_]+)``.*", line)
+        if match is None or match.group(1) == "answer":
+            continue
+        statuses: list[int] = []
+        for low, high in re.findall(r"\b(\d{3})(?:-(\d{3}))?\b", match.group(1)):
+            statuses.extend(range(int(low), int(high or low) + 1))
+        rows.append((statuses, Action[match.group(2)]))
+    return rows
+
+
+def test_docstring_matrix_matches_classify_and_design_doc() -> None:
+    """Every status named in policy's docstring table classifies as its row says, and every
+    row with statuses of its own (413, 401/403, 404/405) is a row of docs/design.md too."""
+    rows = _docstring_rows()
+    assert {action for _statuses, action in rows} == set(Action)
+    design = (Path(__file__).parent.parent / "docs" / "design.md").read_text()
+    for statuses, action in rows:
+        for status in statuses:
+            assert classify(SendResult(status)) is action, (status, action)
+        if statuses and action is not Action.RETRY:
+            assert f"| {', '.join(map(str, statuses))} |" in design, statuses
 
 
 # --- Retry-After ------------------------------------------------------------------------------

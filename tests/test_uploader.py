@@ -679,7 +679,7 @@ def all_spool_bytes(root: Path) -> Iterator[tuple[Path, bytes]]:
                 yield p, zstandard.ZstdDecompressor().decompress(data)
 
 
-@pytest.mark.parametrize("status", [401, 403, 404])
+@pytest.mark.parametrize("status", [401, 403])
 def test_auth_refusal_pauses_keeps_everything_and_warns_once_without_the_token(
     spool: Spool,
     router: respx.MockRouter,
@@ -689,7 +689,7 @@ def test_auth_refusal_pauses_keeps_everything_and_warns_once_without_the_token(
     caplog: pytest.LogCaptureFixture,
     status: int,
 ) -> None:
-    """401/403/404: nothing dropped, hard pause of ``auth_pause``, one warning per cooldown.
+    """401/403: nothing dropped, hard pause of ``auth_pause``, one warning per cooldown.
 
     The warning names the status and the endpoint, never the token; nor do results or files.
     """
@@ -706,7 +706,7 @@ def test_auth_refusal_pauses_keeps_everything_and_warns_once_without_the_token(
         assert_released(spool, name)
         paused = up.step()  # nothing is sent during the pause
         assert (paused.outcome, paused.hard) == ("paused", True)
-        assert up.blocked_reason() is not None
+        assert "check TELEMETRY_TOKEN" in (up.blocked_reason() or "")
         clock.advance(120)
     assert len(collector.requests) == 3
     assert spool.dead_letters() == []
@@ -717,6 +717,7 @@ def test_auth_refusal_pauses_keeps_everything_and_warns_once_without_the_token(
     message = warnings[0].getMessage()
     assert f"HTTP {status}" in message
     assert "https://collector.test/api/v1/events" in message
+    assert "TELEMETRY_TOKEN" in message
 
     assert TOKEN not in caplog.text
     assert all(TOKEN not in repr(s) for s in steps)
@@ -744,6 +745,105 @@ def test_auth_warning_never_shows_credentials_in_the_endpoint(
     assert "https://collector.test:8443/v1/events" in caplog.text
     assert "hunter2" not in caplog.text
     assert "qs-secret" not in caplog.text
+
+
+@pytest.mark.parametrize("status", [404, 405])
+def test_wrong_endpoint_pauses_keeps_everything_and_names_the_path_not_the_token(
+    spool: Spool,
+    router: respx.MockRouter,
+    clock: FakeClock,
+    make_uploader: Callable[..., Uploader],
+    make_settings: SettingsFactory,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+) -> None:
+    """404/405 (a wrong TELEMETRY_ENDPOINT path): nothing dead-lettered, a hard pause of
+    ``auth_pause``, one warning per cooldown naming the status, the URL and the path to
+    check; nothing says the token is wrong."""
+    caplog.set_level(logging.DEBUG, logger="telemetry_client")
+    collector = Collector(router, script(status))
+    name = seal_n(spool, 2)
+    up = make_uploader(make_settings(auth_pause=120))
+
+    for _ in range(3):  # three pauses, all within one log cooldown
+        step = up.step()
+        assert (step.outcome, step.wait_s, step.hard) == ("endpoint_pause", 120.0, True)
+        assert_released(spool, name)
+        paused = up.step()
+        assert (paused.outcome, paused.hard) == ("paused", True)
+        clock.advance(120)
+    assert len(collector.requests) == 3
+    assert spool.dead_letters() == []
+    assert up.counters.rejected == 0
+
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    expected = f"HTTP {status} at {ENDPOINT}: check the path of TELEMETRY_ENDPOINT"
+    if status == 405:
+        expected = f"HTTP 405 at {ENDPOINT} (it does not accept POST): check the path"
+    assert expected in warnings[0]
+    up.step()  # one more refusal: blocked_reason describes the pause it starts
+    reason = up.blocked_reason() or ""
+    assert expected in reason
+    last = up.last.read()
+    assert last is not None
+    assert last["outcome"] == "wrong_endpoint"
+    assert expected in last["detail"]
+    for text in (warnings[0], reason, last["detail"]):
+        assert "TOKEN" not in text
+        assert "credentials" not in text
+
+
+def test_wrong_endpoint_warning_never_shows_credentials_or_query(
+    spool: Spool,
+    router: respx.MockRouter,
+    make_uploader: Callable[..., Uploader],
+    make_settings: SettingsFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 404 on an endpoint with user info and a query names the URL without either."""
+    caplog.set_level(logging.WARNING, logger="telemetry_client")
+    url = "https://bob:hunter2@collector.test:8443/?key=qs-secret"
+    router.post(url).mock(return_value=httpx.Response(404))
+    seal_n(spool, 1)
+    up = make_uploader(make_settings(endpoint=url))
+
+    step = up.step()
+
+    assert step.outcome == "endpoint_pause"
+    assert "HTTP 404 at https://collector.test:8443/: check the path" in caplog.text
+    text = caplog.text + (up.blocked_reason() or "") + repr(up.last.read()) + repr(step)
+    assert "hunter2" not in text
+    assert "qs-secret" not in text
+
+
+def test_404_on_the_attachments_endpoint_names_that_variable(
+    spool: Spool,
+    router: respx.MockRouter,
+    make_uploader: Callable[..., Uploader],
+    make_settings: SettingsFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A configured attachments URL answering 404 to the blob's POST: the batch waits (not
+    sent, not dead-lettered) and the warning names TELEMETRY_ATTACHMENTS_ENDPOINT."""
+    caplog.set_level(logging.WARNING, logger="telemetry_client")
+    blobs = "https://collector.test/blobs/v1"
+    ref = spool.put_blob(b"attachment body " * 100, "text/plain; charset=utf-8")
+    router.head(f"{blobs}/{ref.sha256}").mock(return_value=httpx.Response(404))
+    router.post(blobs).mock(return_value=httpx.Response(404))
+    collector = Collector(router)
+    attachment = {"sha256": ref.sha256, "size": ref.size, "content_type": ref.content_type}
+    event = envelope(0)
+    event["data"] = {"log": {"$attachment": attachment}}
+    name = seal(spool, [event])
+    up = make_uploader(make_settings(attachments_endpoint=blobs))
+
+    step = up.step()
+
+    assert step.outcome == "endpoint_pause"
+    assert collector.requests == []
+    assert_released(spool, name)
+    assert f"HTTP 404 at {blobs}: check the path of TELEMETRY_ATTACHMENTS_ENDPOINT" in caplog.text
 
 
 # --- kill switch ------------------------------------------------------------------------------

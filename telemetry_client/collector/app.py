@@ -277,6 +277,16 @@ def _router(state: CollectorState) -> APIRouter:
             raise _storage_unavailable("reading events") from None
         return _json({"events": result.events, "total": result.total})
 
+    @router.options(EVENTS_PATH)
+    async def probe_events(request: Request) -> Response:
+        """A probe of the events endpoint (``telemetry-client status``): 204 and ``Allow``.
+
+        Checks the token like every endpoint but health (401), so the probe tells a wrong
+        token from a wrong path (404); it reads no body and stores nothing.
+        """
+        _admit(state, request)
+        return Response(status_code=204, headers={"Allow": "GET, OPTIONS, POST"})
+
     @router.post(ATTACHMENTS_PATH)
     async def post_attachment(request: Request) -> Response:
         """Store one blob under the sha256 of its raw bytes (verified), once."""

@@ -8,14 +8,17 @@ line or an exception message.
 
 from __future__ import annotations
 
+import socket
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from .._version import __version__
 
-__all__ = ["SendResult", "Sender"]
+__all__ = ["SendResult", "Sender", "display_url", "host_port"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,15 +30,23 @@ class SendResult:
     retry_after: str | None = None  # raw Retry-After header
     disable: str | None = None  # raw X-Telemetry-Disable header
     elapsed_s: float = 0.0
+    url: str = ""  # the request's URL as :func:`display_url` shows it (no credentials)
+    cause: str | None = None  # why a connection failed, e.g. "connection refused"
+    allow: str | None = None  # raw Allow header (probe answers)
 
     @property
     def ok(self) -> bool:
         return self.status is not None and 200 <= self.status < 300
 
+    @property
+    def refused(self) -> bool:
+        """No connection could be made at all (refused, unknown host, no route)."""
+        return self.status is None and self.error == "ConnectError"
+
     def describe(self) -> str:
         """Short human text for logs and ``status`` (no URL, no token)."""
         if self.status is None:
-            return f"network error ({self.error})"
+            return f"network error ({self.error}{': ' + self.cause if self.cause else ''})"
         return f"HTTP {self.status}"
 
 
@@ -105,6 +116,22 @@ class Sender:
         }
         return self._request("POST", self.attachments_endpoint, body, headers, timeout)
 
+    def probe(self, *, timeout: float | None = None) -> SendResult:
+        """``OPTIONS`` the events endpoint: does it exist, and does it take ``POST``?
+
+        Stores nothing anywhere. The reference collector answers 204 with ``Allow`` (401
+        for a refused token); other servers answer 404 for a wrong path, and 405 with
+        ``Allow`` (RFC 9110) when they do not implement ``OPTIONS``.
+        """
+        result, _body = self._exchange("OPTIONS", self.endpoint, None, {}, timeout)
+        return result
+
+    def query_events(
+        self, params: Mapping[str, str | int], *, timeout: float | None = None
+    ) -> tuple[SendResult, bytes]:
+        """``GET`` the events endpoint (the collector's query API, CONTRACT §8) and its body."""
+        return self._exchange("GET", self.endpoint, None, {}, timeout, params=params)
+
     def _request(
         self,
         method: str,
@@ -113,23 +140,89 @@ class Sender:
         headers: dict[str, str],
         timeout: float | None,
     ) -> SendResult:
+        return self._exchange(method, url, body, headers, timeout)[0]
+
+    def _exchange(
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        timeout: float | None,
+        *,
+        params: Mapping[str, str | int] | None = None,
+    ) -> tuple[SendResult, bytes]:
         start = time.monotonic()
+        shown = display_url(url)
         try:
             response = self._client.request(
                 method,
                 url,
                 content=body,
                 headers=headers,
+                params=params,
                 timeout=httpx.Timeout(self.timeout if timeout is None else timeout),
             )
-            response.read()
-        except httpx.HTTPError as exc:
-            return SendResult(None, type(exc).__name__, elapsed_s=time.monotonic() - start)
-        except Exception as exc:  # a broken proxy setting, a bad URL: never into the app
-            return SendResult(None, type(exc).__name__, elapsed_s=time.monotonic() - start)
-        return SendResult(
+            content = response.read()
+        except Exception as exc:  # httpx errors; a broken proxy setting, a bad URL: never raised
+            failed = SendResult(
+                None,
+                type(exc).__name__,
+                elapsed_s=time.monotonic() - start,
+                url=shown,
+                cause=_cause(exc),
+            )
+            return failed, b""
+        result = SendResult(
             response.status_code,
             retry_after=response.headers.get("Retry-After"),
             disable=response.headers.get("X-Telemetry-Disable"),
             elapsed_s=time.monotonic() - start,
+            url=shown,
+            allow=response.headers.get("Allow"),
         )
+        return result, content
+
+
+def _cause(exc: BaseException) -> str | None:
+    """Why a connection failed, from the OS error behind an httpx exception (no URL in it)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(current, socket.gaierror):
+            return "host name not found"
+        if isinstance(current, OSError) and current.strerror:
+            return str(current.strerror).lower()
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def display_url(url: str) -> str:
+    """``url`` without user info, query or fragment: safe to put in a log line."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    if port is not None:
+        host = f"{host}:{port}"
+    return urlunsplit((parts.scheme, host, parts.path or "/", "", ""))
+
+
+def host_port(url: str) -> str:
+    """``host:port`` of ``url``, with the scheme's default port when none is given."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or "?"
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{host}:{port}" if port is not None else host

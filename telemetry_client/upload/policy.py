@@ -2,16 +2,22 @@
 
 Pure functions and small value types, so every row is unit-tested without a network.
 
-======================================================  ===============================
-answer                                                  action
-======================================================  ===============================
-2xx                                                     ``ACK``
-network error, timeout, 408, 425, 429, 500, 502-504     ``RETRY`` (backoff, Retry-After)
-413                                                     ``SPLIT``
-401, 403, 404                                           ``AUTH_PAUSE`` (nothing dropped)
-any other 4xx                                           ``DEAD_LETTER``
-any other status (1xx/3xx/other 5xx)                    ``RETRY``
-======================================================  ===============================
+=====================================================  ==================================
+answer                                                 action
+=====================================================  ==================================
+2xx                                                    ``ACK``
+network error, timeout, 408, 425, 429, 500, 502-504    ``RETRY`` (backoff, Retry-After)
+413                                                    ``SPLIT``
+401, 403                                               ``AUTH_PAUSE`` (nothing dropped)
+404, 405                                               ``ENDPOINT_PAUSE`` (nothing dropped)
+any other 4xx                                          ``DEAD_LETTER``
+any other status (1xx/3xx/other 5xx)                   ``RETRY``
+=====================================================  ==================================
+
+401/403 mean the token is refused; 404/405 mean the URL is not an events endpoint (a
+wrong path in ``TELEMETRY_ENDPOINT``, or one that does not accept ``POST``). Neither says
+anything about the batch, so neither may dead-letter it: uploads pause and say which of
+the two settings to check.
 
 Backoff is exponential with full jitter (tenacity's ``wait_random_exponential``):
 attempt *n* waits ``uniform(0, min(max, initial * 2**(n-1)))``. ``Retry-After`` (seconds
@@ -36,12 +42,14 @@ __all__ = [
     "Action",
     "Backoff",
     "classify",
+    "endpoint_problem",
     "parse_disable",
     "parse_retry_after",
 ]
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-AUTH_STATUSES = frozenset({401, 403, 404})
+AUTH_STATUSES = frozenset({401, 403})
+ENDPOINT_STATUSES = frozenset({404, 405})  # the URL, not the batch or the token
 MAX_DISABLE_S = 30 * 86400.0  # a kill switch longer than 30 days is taken as 30 days
 
 
@@ -51,6 +59,7 @@ class Action(enum.Enum):
     SPLIT = "split"
     DEAD_LETTER = "dead_letter"
     AUTH_PAUSE = "auth_pause"
+    ENDPOINT_PAUSE = "endpoint_pause"
 
 
 def classify(result: SendResult) -> Action:
@@ -64,11 +73,27 @@ def classify(result: SendResult) -> Action:
         return Action.SPLIT
     if status in AUTH_STATUSES:
         return Action.AUTH_PAUSE
+    if status in ENDPOINT_STATUSES:
+        return Action.ENDPOINT_PAUSE
     if status in RETRYABLE_STATUSES:
         return Action.RETRY
     if 400 <= status < 500:
         return Action.DEAD_LETTER
     return Action.RETRY
+
+
+def endpoint_problem(status: int, url: str, variable: str = "TELEMETRY_ENDPOINT") -> str:
+    """One line for a 404/405 on ``url`` (already without credentials): what to check.
+
+    Shared by the uploader's warning, ``flush`` and ``status``, so all three say the same.
+    """
+    if status == 405:
+        text = f"HTTP 405 at {url} (it does not accept POST): check the path of {variable}"
+    else:
+        text = f"HTTP {status} at {url}: check the path of {variable}"
+    if variable == "TELEMETRY_ENDPOINT":
+        text += " (the reference collector's events URL ends in /api/v1/events)"
+    return text
 
 
 def parse_retry_after(value: str | None, *, now: float, ceiling: float) -> float | None:

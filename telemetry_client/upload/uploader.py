@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import zstandard
@@ -33,9 +32,16 @@ from ..events import TelemetryDropped
 from ..settings import TelemetrySettings
 from ..spool import Claim, Spool
 from ..spool.blobs import attachment_refs
-from ._sender import Sender, SendResult
+from ._sender import Sender, SendResult, display_url
 from .control import Control, LastUpload
-from .policy import Action, Backoff, classify, parse_disable, parse_retry_after
+from .policy import (
+    Action,
+    Backoff,
+    classify,
+    endpoint_problem,
+    parse_disable,
+    parse_retry_after,
+)
 
 __all__ = ["Step", "UploadCounters", "Uploader"]
 
@@ -52,7 +58,9 @@ _TRUSTED_MAX = 4096
 class Step:
     """What one step did and what comes next."""
 
-    outcome: str  # "sent", "idle", "retry", "split", "dead_letter", "auth_pause", "kill_switch"
+    # "sent", "idle", "retry", "split", "dead_letter", "auth_pause", "endpoint_pause",
+    # "paused" (an earlier pause still running), "kill_switch"
+    outcome: str
     wait_s: float = 0.0
     hard: bool = False  # True: a flush must not cut the wait short
     events: int = 0
@@ -124,6 +132,7 @@ class Uploader:
         self._failures = 0  # consecutive failed attempts (drives backoff and replay)
         self._paused_until = 0.0  # Retry-After / auth pause, for the whole endpoint
         self._pause_reason = ""
+        self._pause_detail = ""  # what a 404/405 pause is about, for flush
         self._replaying = False  # draining a backlog after an outage: paced
         self._last_report = -1e18
         self._last_gc = self._monotonic()
@@ -246,6 +255,8 @@ class Uploader:
             return "kill switch on (X-Telemetry-Disable from the collector)"
         if self._paused_until > now and self._pause_reason == "auth":
             return "the collector refused our credentials (check TELEMETRY_TOKEN)"
+        if self._paused_until > now and self._pause_reason == "endpoint":
+            return f"the collector answered {self._pause_detail}"
         return None
 
     # -- one step ------------------------------------------------------------------------------
@@ -349,11 +360,28 @@ class Uploader:
                 " TELEMETRY_TOKEN and TELEMETRY_ENDPOINT; uploads paused for %.0f s,"
                 " nothing is dropped",
                 result.describe(),
-                _display_url(self.settings.endpoint or ""),
+                self._url_of(result),
                 pause,
             )
             self.last.record("auth_refused", result.describe())
             return Step("auth_pause", pause, hard=True, result=result)
+        if action is Action.ENDPOINT_PAUSE:
+            # A misconfiguration, not a bad token and not a bad batch: keep everything and
+            # pause like an auth refusal (a person has to fix the setting).
+            pause = self.settings.auth_pause
+            problem = self._endpoint_problem(result)
+            self._paused_until, self._pause_reason = now + pause, "endpoint"
+            self._pause_detail = problem
+            self._failures = max(self._failures, 1)
+            self._log.warning(
+                "endpoint",
+                "telemetry upload: the collector answered %s; uploads paused for %.0f s,"
+                " nothing is dropped",
+                problem,
+                pause,
+            )
+            self.last.record("wrong_endpoint", problem)
+            return Step("endpoint_pause", pause, hard=True, result=result)
         self._failures += 1
         self.last.record("retrying", result.describe())
         retry_after = parse_retry_after(
@@ -452,7 +480,7 @@ class Uploader:
                 continue
             if head.status not in (404, 405):
                 action = classify(head)
-                if action in (Action.RETRY, Action.AUTH_PAUSE):
+                if action in _BLOCKING:
                     return head
             blob = self.spool.read_blob(ref.sha256)
             if blob is None:
@@ -477,7 +505,7 @@ class Uploader:
             if action is Action.ACK:
                 self.counters.attachments_sent += 1
                 self._remember(ref.sha256)
-            elif action in (Action.RETRY, Action.AUTH_PAUSE):
+            elif action in _BLOCKING:
                 return result
             else:  # refused for good (too large, hash mismatch): the event keeps its reference
                 self.counters.attachments_rejected += 1
@@ -592,23 +620,24 @@ class Uploader:
             return self._cctx.compress(raw)
         return gzip.compress(raw, compresslevel=6, mtime=0)
 
+    def _url_of(self, result: SendResult) -> str:
+        return result.url or display_url(self.settings.endpoint or "")
+
+    def _endpoint_problem(self, result: SendResult) -> str:
+        """One line for a 404/405: status, URL (no credentials), the setting to check."""
+        url = self._url_of(result)
+        attachments = self.settings.attachments_endpoint is not None and url == display_url(
+            self.settings.attachments_endpoint
+        )
+        variable = "TELEMETRY_ATTACHMENTS_ENDPOINT" if attachments else "TELEMETRY_ENDPOINT"
+        return endpoint_problem(result.status or 0, url, variable)
+
     def describe(self) -> dict[str, Any]:
         return self.counters.as_dict()
 
 
-def _display_url(url: str) -> str:
-    """``url`` without user info, query or fragment: safe to put in a log line."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<invalid URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    if port is not None:
-        host = f"{host}:{port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+# Answers that stop a batch before it is sent: its attachments could not be delivered now.
+_BLOCKING = (Action.RETRY, Action.AUTH_PAUSE, Action.ENDPOINT_PAUSE)
 
 
 def _unzstd(blob: bytes) -> bytes:
