@@ -29,6 +29,19 @@ hand-off in that moment waits for it, as it waits for any large event being enco
 Disk failures (full, read-only, permissions) are counted and logged once per cooldown;
 the failed batch is retried, and past ``MAX_FAILED_BATCHES`` the oldest is dropped
 (counted as lost, reason ``disk_error``).
+
+Shutdown (:meth:`Batcher.close`): getting what is in memory onto the disk comes first and
+is not held to the per-batch limits, which exist for the wire, not for the disk. The
+sealer stops after its current write; the writer thread (or the closing thread when there
+is none) merges everything still in memory (failed and queued batches, the current batch,
+the buffer) into as few batches as it can, each up to ``SHUTDOWN_BATCH_BYTES`` of JSONL
+(less on a small spool, so one always fits the cap), with one fsync each; the closing
+thread waits for it until the deadline, so a hung disk does not hang ``close()``. A
+collector that finds such a batch too large answers 413 and the uploader splits it.
+Whatever is still in memory at the deadline, or whose write failed, is counted as lost
+persistently (reason ``shutdown``, in the spool's loss ledger, which ``status`` shows and
+the uploader reports), never silently forgotten. A background thread that outlives the
+deadline (stuck in a disk write) counts what it still holds when it ends.
 """
 
 from __future__ import annotations
@@ -47,7 +60,7 @@ from ._encode import Encoder, Record
 from ._log import RateLimitedLogger
 from .spool import Spool
 
-__all__ = ["Batcher", "FlushMarker"]
+__all__ = ["Batcher", "CloseOutcome", "FlushMarker"]
 
 HANDOFF_CHUNK = 64
 WRITER_CHUNK = 32  # ~1 ms of encoding: bounds how long an emitter can wait on the lock
@@ -57,6 +70,9 @@ WRITER_ASSIST_AT = 4  # cut batches waiting before the writer thread helps the s
 MAX_FAILED_BATCHES = 4
 RETRY_FAILED_AFTER_S = 1.0
 ZSTD_LEVEL = 3
+SHUTDOWN_BATCH_BYTES = 8 * 1024 * 1024  # JSONL per batch sealed by close(); memory bound too
+SHUTDOWN_CHUNK = 256  # records encoded per hold of the batch lock while closing
+LOSS_AT_SHUTDOWN = "shutdown"  # the loss ledger's reason for what close() could not write
 
 
 class FlushMarker:
@@ -83,6 +99,17 @@ class _Cut:
     failed_at: float = 0.0
     markers: list[FlushMarker] = field(default_factory=list)
     has_attachments: bool = True  # conservative unless the encoder says otherwise
+    merged: list[int] = field(default_factory=list)  # numbers of cuts merged into this one
+
+
+@dataclass(frozen=True, slots=True)
+class CloseOutcome:
+    """What :meth:`Batcher.close` did with the events it still held in memory."""
+
+    written_events: int  # sealed on disk by the close itself
+    written_batches: int
+    lost_events: int  # could not be written: counted in the loss ledger (reason "shutdown")
+    drained: bool  # nothing lost, nothing left in memory (no write still in flight)
 
 
 @dataclass(slots=True)
@@ -148,18 +175,18 @@ class Batcher:
         self._sealer: threading.Thread | None = None
         self.seal_wake = threading.Event()
         self._sealed = threading.Condition()  # notified when a batch left the seal queue
-        self._writer_done = False
-        self._stopping = False
+        self._closing = False  # close() began: the threads stop after their current step
+        self._close_deadline = 0.0
+        self._close_result: tuple[int, int] | None = None  # close(): (events, batches) written
+        self._closed = False  # close() ended: a thread still holding events counts them lost
         self._opened = False
 
     # -- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
         """Start the writer thread (it opens the spool itself: no disk I/O on the caller)."""
-        if self._thread is not None:
+        if self._thread is not None or self._closing:
             return
-        self._stopping = False
-        self._writer_done = False
         t = threading.Thread(target=self._run, name="telemetry-spool-writer", daemon=True)
         self._thread = t
         # Compression and disk writes release the GIL: a second thread lets them overlap
@@ -169,21 +196,32 @@ class Batcher:
         t.start()
         sealer.start()
 
-    def stop(self, timeout: float) -> bool:
-        """Drain everything to disk and stop the thread; False if it did not finish in time."""
-        t = self._thread
-        if t is None:
-            return True
-        deadline = time.monotonic() + timeout
-        self._stopping = True
+    def close(self, timeout: float) -> CloseOutcome:
+        """Stop the threads and put everything still in memory on disk, in large batches.
+
+        Bounded by ``timeout``; what is not on disk by then, or whose write fails, is
+        counted as lost in the spool's loss ledger (reason ``shutdown``). Idempotent.
+        """
+        deadline = time.monotonic() + max(0.0, timeout)
+        if self._closing:
+            return CloseOutcome(0, 0, 0, drained=True)
+        self._close_deadline = deadline
+        self._closing = True
         self.wake.set()
-        t.join(timeout)
-        sealer = self._sealer
-        if sealer is not None:
-            self.seal_wake.set()
-            sealer.join(max(0.0, deadline - time.monotonic()))
-            return not t.is_alive() and not sealer.is_alive()
-        return not t.is_alive()
+        self.seal_wake.set()
+        writer = self._thread
+        try:
+            if writer is not None and writer.is_alive():
+                # The writer thread drains (see _run): a disk that hangs holds it, not us.
+                writer.join(max(0.0, deadline - time.monotonic()))
+            else:
+                self._drain_at_close()  # no writer thread (never started, or a forked child)
+        finally:
+            self._closed = True  # from here on, a thread that ends counts what it holds
+            lost = self._count_leftovers_lost()
+        written, batches = self._close_result or (0, 0)
+        drained = lost == 0 and self.pending_events() == 0  # pending: a write still in flight
+        return CloseOutcome(written, batches, lost, drained=drained)
 
     def after_fork_in_child(self) -> None:
         """Forget the parent's in-flight work and locks; the child starts its own thread lazily."""
@@ -238,42 +276,244 @@ class Batcher:
         buffered = sum(1 for r in list(self.buffer) if not isinstance(r, FlushMarker))
         return buffered + len(self._lines) + cut
 
+    # -- shutdown (on the closing thread) -------------------------------------------------
+
+    def _shutdown_batch_bytes(self) -> int:
+        """JSONL per batch sealed by close(): large, yet at most a quarter of the spool cap
+        (so one batch never exceeds the cap alone) and never below the configured size."""
+        return max(self._max_bytes, min(SHUTDOWN_BATCH_BYTES, self._spool.max_bytes // 4))
+
+    def _drain_at_close(self) -> None:
+        """Drain for close() (on the writer thread, or on the closing one when there is none)."""
+        try:
+            self._close_result = self._drain(self._close_deadline)
+        except Exception as exc:  # pragma: no cover - defensive: what is left gets counted
+            self._log.error("close-drain", "telemetry writer: unexpected error at close: %r", exc)
+        self._thread_ended()
+
+    def _drain(self, deadline: float) -> tuple[int, int]:
+        """Seal everything in memory in as few batches as possible, until ``deadline``.
+
+        Returns (events written, batches written). A batch the disk refuses is not retried
+        (the disk is failing and time is short): it is set aside, with what the deadline
+        leaves in memory, for the loss count.
+        """
+        limit = self._shutdown_batch_bytes()
+        refused: list[_Cut] = []
+        written = batches = 0
+        try:
+            while time.monotonic() < deadline:
+                cut = self._gather(limit, deadline)
+                if cut is None:
+                    break
+                if time.monotonic() >= deadline:
+                    refused.append(cut)
+                    break
+                try:
+                    if self._seal_cut(cut):
+                        written += cut.n
+                        batches += 1
+                except OSError as exc:
+                    refused.append(cut)
+                    with self._state_lock:
+                        self.counters.write_errors += 1
+                    self._log.error(
+                        "spool-write-close",
+                        "telemetry spool %s: cannot write a batch at shutdown (%s)",
+                        self._spool.root,
+                        exc.strerror or exc,
+                    )
+            return written, batches
+        finally:
+            self._failed.extend(refused)  # counted as lost by _count_leftovers_lost()
+
+    def _gather(self, limit: int, deadline: float) -> _Cut | None:
+        """The next batch to seal at close, or None when nothing is left in memory.
+
+        Takes, in order, the cut batches not written yet (failed ones, then queued ones),
+        the current batch, then the buffer (encoded here, with attachments), until the
+        batch holds ``limit`` bytes of JSONL or ``deadline`` passes. The cuts merged into it
+        stay counted as unwritten (flush markers wait for them) until it is written or lost.
+        """
+        with self._state_lock:
+            self._cut_no += 1
+            big = _Cut(self._cut_no, [], 0, 0, has_attachments=False)
+            self._unwritten[big.number] = 0
+        lines = big.lines
+        nbytes = 0
+        span = _Span()
+        while nbytes < limit:
+            try:
+                cut = self._failed.popleft()
+            except IndexError:
+                try:
+                    cut = self._sealq.popleft()
+                except IndexError:
+                    break
+            part = _lines_of(cut)
+            lines.extend(part)
+            nbytes += sum(map(len, part)) + len(part)
+            big.n += cut.n
+            big.merged.append(cut.number)
+            big.merged.extend(cut.merged)
+            big.has_attachments = big.has_attachments or cut.has_attachments
+            span.add(cut.first_ns, cut.last_ns)
+        own = 0
+        empty = False
+        while nbytes < limit and not empty and time.monotonic() < deadline:
+            with self._batch_lock:
+                if self._encoder is None:
+                    self._encoder = self._encoder_factory()
+                enc = self._encoder
+                if self._lines:  # the current batch: encoded before anything in the buffer
+                    lines.extend(self._lines)
+                    nbytes += self._nbytes
+                    own += len(self._lines)
+                    span.add(self._first_ns, self._last_ns)
+                    self._lines = []
+                    self._nbytes = 0
+                self._deferred = None  # a record left for the writer: ours now
+                buf = self.buffer
+                for _ in range(SHUTDOWN_CHUNK):
+                    try:
+                        rec = buf.popleft()
+                    except IndexError:
+                        empty = True
+                        break
+                    if type(rec) is FlushMarker:
+                        self._attach_marker(rec)  # done once ``big`` is written or lost
+                        continue
+                    line = enc.encode(rec)  # type: ignore[arg-type]
+                    lines.append(line)
+                    nbytes += len(line) + 1
+                    own += 1
+                    span.add(rec[2], rec[2])  # type: ignore[index]
+                    if nbytes >= limit:
+                        break
+                if enc.attachments != self._att_seen:
+                    big.has_attachments = True
+                    self._att_seen = enc.attachments
+            with self._state_lock:
+                self._unwritten[big.number] = own
+        big.n += own
+        big.first_ns, big.last_ns = span.first, span.last
+        if big.n == 0:
+            with self._state_lock:
+                self._forget_locked(big)
+                self._release_markers_locked()
+            return None
+        return big
+
+    def _count_leftovers_lost(self) -> int:
+        """After close: count what is still in memory as lost, persistently; returns events.
+
+        Every piece is taken out of its container before it is counted, so a thread
+        ending concurrently (which calls this too) never counts an event twice.
+        """
+        cuts: list[_Cut] = []
+        for queue in (self._failed, self._sealq):
+            while True:
+                try:
+                    cuts.append(queue.popleft())
+                except IndexError:
+                    break
+        n = nbytes = 0
+        span = _Span()
+        # Bounded: a thread stuck in a disk write while holding the lock counts its batch
+        # itself when it ends (_thread_ended).
+        if self._batch_lock.acquire(timeout=0.1):
+            try:
+                if self._lines:
+                    n += len(self._lines)
+                    nbytes += self._nbytes
+                    span.add(self._first_ns, self._last_ns)
+                    self._lines = []
+                    self._nbytes = 0
+            finally:
+                self._batch_lock.release()
+        markers: list[FlushMarker] = []
+        while True:
+            try:
+                rec = self.buffer.popleft()
+            except IndexError:
+                break
+            if type(rec) is FlushMarker:
+                markers.append(rec)
+                continue
+            n += 1  # never encoded: its size is unknown, counted as 0 bytes
+            span.add(rec[2], rec[2])  # type: ignore[index]
+        for cut in cuts:
+            n += cut.n
+            nbytes += len(cut.body) if cut.body is not None else sum(map(len, cut.lines))
+            span.add(cut.first_ns, cut.last_ns)
+        with self._state_lock:
+            self.counters.dropped_events += n
+            for cut in cuts:
+                self._forget_locked(cut)
+            self._release_markers_locked()
+        for marker in markers:
+            marker.done.set()
+        if n:
+            self._record_shutdown_loss(n, nbytes, span)
+        return n
+
+    def _record_shutdown_loss(self, n: int, nbytes: int, span: _Span) -> None:
+        try:
+            self._spool.record_loss(LOSS_AT_SHUTDOWN, n, nbytes, span.first, span.last)
+        except OSError as exc:
+            self._log.error(
+                "shutdown-loss",
+                "telemetry: %d events could not be written to %s at shutdown, and the loss"
+                " could not be recorded there either (%s)",
+                n,
+                self._spool.root,
+                exc.strerror or exc,
+            )
+            return
+        self._log.error(
+            "shutdown-loss",
+            "telemetry: %d events could not be written to %s at shutdown; counted as dropped"
+            " (reason %r, shown by `telemetry-client status` and reported to the collector)",
+            n,
+            self._spool.root,
+            LOSS_AT_SHUTDOWN,
+        )
+
     # -- the writer thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        while True:
+        """The writer thread: encode and cut batches until ``close()`` takes over."""
+        while not self._closing:
             try:
                 if not self._opened:
                     self._open_spool()
                 timeout = self._next_timeout()
                 self.wake.wait(timeout)
                 self.wake.clear()
-                final = self._stopping
-                while self._work_once(final=final, write=False):
+                while not self._closing and self._work_once(final=False, write=False):
                     pass
-                if final and not self.buffer and not self._lines:
-                    self._writer_done = True
-                    self.seal_wake.set()
-                    return
             except Exception as exc:  # pragma: no cover - the loop must never die
                 self._log.error("writer-loop", "telemetry writer: unexpected error: %r", exc)
                 time.sleep(0.1)
+        self._drain_at_close()
 
     def _seal_run(self) -> None:
         """The sealer thread: compress and write cut batches, retry failed writes."""
-        while True:
+        while not self._closing:
             try:
                 self.seal_wake.wait(RETRY_FAILED_AFTER_S if self._failed else 1.0)
                 self.seal_wake.clear()
-                done = self._writer_done
-                while self._seal_step(final=done):
+                while not self._closing and self._seal_step(final=False):
                     pass
-                if done and not self._sealq:
-                    self._give_up_failed()
-                    return
             except Exception as exc:  # pragma: no cover - the loop must never die
                 self._log.error("sealer-loop", "telemetry sealer: unexpected error: %r", exc)
                 time.sleep(0.1)
+        self._thread_ended()
+
+    def _thread_ended(self) -> None:
+        """A thread that outlived ``close()`` (stuck past its deadline) counts what it left."""
+        if self._closed:
+            self._count_leftovers_lost()
 
     def _seal_step(self, *, final: bool) -> bool:
         if self._sealq:
@@ -296,7 +536,7 @@ class Batcher:
             )
 
     def _next_timeout(self) -> float:
-        if self._stopping:
+        if self._closing:
             return 0.0
         if self._lines:
             return max(0.0, self._first_mono + self._linger_s - time.monotonic())
@@ -332,19 +572,6 @@ class Batcher:
         if write:
             progressed = self._seal_step(final=final) or progressed
         return progressed
-
-    def _give_up_failed(self) -> None:
-        """On stop: batches the disk kept refusing are lost with the process; count them."""
-        while self._failed:
-            cut = self._failed.popleft()
-            with self._state_lock:
-                self.counters.dropped_events += cut.n
-                self._unwritten.pop(cut.number, None)
-                self._release_markers_locked()
-            with contextlib.suppress(OSError):
-                self._spool.record_loss(
-                    "disk_error", cut.n, len(cut.body or b""), cut.first_ns, cut.last_ns
-                )
 
     def _encode_chunk(self, limit: int, *, handoff: bool = False) -> None:
         """Encode up to ``limit`` records; ``handoff``: on an emitting thread (no attachments)."""
@@ -475,15 +702,23 @@ class Batcher:
                 self._sealed.notify_all()
 
     def _write_cut_inner(self, cut: _Cut) -> bool:
-        n = cut.n
-        if not self._opened:
-            self._open_spool()
         try:
-            body = self._compress(cut)
-            result = self._spool.seal(body, n)
+            self._seal_cut(cut)
         except OSError as exc:
             self._on_write_error(cut, exc)
             return False
+        return True
+
+    def _seal_cut(self, cut: _Cut) -> bool:
+        """Compress and seal ``cut``, then count it; True when it is on disk.
+
+        Raises ``OSError`` (nothing counted) when the disk refuses it.
+        """
+        n = cut.n
+        if not self._opened:
+            self._open_spool()
+        body = self._compress(cut)
+        result = self._spool.seal(body, n)
         with self._state_lock:
             c = self.counters
             if result.name is not None:
@@ -493,7 +728,7 @@ class Batcher:
             else:
                 c.dropped_events += n
             c.evicted_events += result.evicted_events
-            self._unwritten.pop(cut.number, None)
+            self._forget_locked(cut)
             self._release_markers_locked()
         if result.name is not None and self._on_sealed is not None:
             self._on_sealed(result.name.batch_id, cut.has_attachments)
@@ -504,7 +739,13 @@ class Batcher:
                 self._spool.max_bytes,
                 result.evicted_events,
             )
-        return True
+        return result.name is not None
+
+    def _forget_locked(self, cut: _Cut) -> None:
+        """``cut`` (and the cuts merged into it) left memory. Caller holds the state lock."""
+        self._unwritten.pop(cut.number, None)
+        for number in cut.merged:
+            self._unwritten.pop(number, None)
 
     def _on_write_error(self, cut: _Cut, exc: OSError) -> None:
         cut.attempts += 1
@@ -516,7 +757,7 @@ class Batcher:
             if len(self._failed) > MAX_FAILED_BATCHES:
                 dropped = self._failed.popleft()
                 self.counters.dropped_events += dropped.n
-                self._unwritten.pop(dropped.number, None)
+                self._forget_locked(dropped)
                 self._release_markers_locked()
         self._log.error(
             "spool-write",
@@ -539,6 +780,8 @@ class Batcher:
                     dropped.first_ns,
                     dropped.last_ns,
                 )
+        if self._closed:  # a write that failed after close(): nobody is left to retry it
+            self._count_leftovers_lost()
 
     def describe(self) -> dict[str, Any]:
         """Counters for ``stats()``."""
@@ -565,3 +808,33 @@ class Batcher:
 
 def _new_compressor() -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True, write_content_size=True)
+
+
+class _Span:
+    """The earliest and latest event times (ns) of what is being counted."""
+
+    __slots__ = ("first", "last")
+
+    def __init__(self) -> None:
+        self.first = 0
+        self.last = 0
+
+    def add(self, first_ns: int, last_ns: int) -> None:
+        if not first_ns and not last_ns:
+            return
+        self.first = first_ns if not self.first else min(self.first, first_ns)
+        self.last = max(self.last, last_ns)
+
+
+def _lines_of(cut: _Cut) -> list[bytes]:
+    """The JSONL lines of a cut batch, inflating it if it was compressed already.
+
+    ``lines`` is read before ``body``: a thread compressing the cut concurrently sets
+    ``body`` before it empties ``lines`` (see ``Batcher._compress``).
+    """
+    lines = cut.lines
+    body = cut.body
+    if body is None:
+        return lines
+    raw = zstandard.ZstdDecompressor().decompress(body)
+    return raw.split(b"\n")[:-1]  # newline-terminated

@@ -17,11 +17,11 @@ Fork safety: ``os.register_at_fork`` hooks quiesce the writer before a fork; the
 drops the parent's in-memory events (the parent still writes them), closes inherited spool
 file descriptors without writing through them, and starts its own writer on first use.
 
-Usage stats: an ``events.LLMCall`` is also handed to a ``UsageRecorder`` (one type check
-on the hot path, then a deque append); its own small thread, started on the first LLM
-call, merges those calls about once a second into the spool's shared usage store
-(``telemetry_client.usage``), and ``flush``/``close`` merge the rest. Failures there are
-counted and logged, never raised.
+Usage stats: an ``events.LLMCall`` or ``events.ChatTurn`` is also handed to a
+``UsageRecorder`` (two type checks on the hot path, then a deque append); its own small
+thread, started on the first LLM call, merges those calls about once a second into the
+spool's shared usage store (``telemetry_client.usage``), and ``flush``/``close`` merge the
+rest. Failures there are counted and logged, never raised.
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ import anyio.to_thread
 from . import _env_info
 from ._batcher import Batcher
 from ._encode import Encoder
-from ._log import RateLimitedLogger
+from ._log import RateLimitedLogger, logger
 from ._redact import Redactor
 from ._usage_recorder import UsageRecorder
 from .context import _session_id, _user_id
 from .errors import ClientClosedError
-from .events import Event, LLMCall
+from .events import ChatTurn, Event, LLMCall
 from .files import TrackedFile
 from .run import RunRecorder
 from .settings import TelemetrySettings
@@ -69,11 +69,16 @@ class _State(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class FlushResult:
-    """Outcome of :meth:`TelemetryClient.flush`: truthy when nothing is left pending."""
+    """Outcome of :meth:`TelemetryClient.flush`: truthy when nothing is left pending.
+
+    ``dropped_events`` (``close()`` only): events still in memory at shutdown that could not
+    be written (deadline passed, disk failing); they are counted in the spool's loss ledger.
+    """
 
     ok: bool
     pending_events: int
     elapsed_s: float
+    dropped_events: int = 0
 
     def __bool__(self) -> bool:
         return self.ok
@@ -193,8 +198,9 @@ class TelemetryClient:
         if up is not None and up.disabled_until and up.disabled_until > time.time():
             self._kill_switch_drops += 1  # the collector's kill switch: collection paused
             return
-        if type(event) is LLMCall:
-            self._usage.add(event)  # usage stats: a deque append; merged by its own thread
+        if type(event) is LLMCall or type(event) is ChatTurn:
+            # usage stats: a deque append; merged by its own thread
+            self._usage.add(event, session_id or _session_id.get())
         batcher = self._batcher
         buf = batcher.buffer
         buf.append(
@@ -273,9 +279,13 @@ class TelemetryClient:
             up.wait_progress(min(remaining, 0.05))
 
     def close(self, timeout: float | None = None) -> FlushResult:
-        """Flush (bounded by ``timeout``, default ``TELEMETRY_SHUTDOWN_TIMEOUT``) and stop.
+        """Put what is in memory on disk, upload (bounded by ``timeout``, default
+        ``TELEMETRY_SHUTDOWN_TIMEOUT``), and stop.
 
-        Idempotent. Whatever could not be written in time is reported in the result.
+        Idempotent. Writing comes first and ignores the per-batch limits (large batches,
+        one fsync each); what still cannot be written is counted as dropped, persistently
+        (reason ``shutdown``). Upload gets the time left; what is not delivered stays
+        spooled, and one log line says how much and where.
         """
         if self._state is _State.CLOSED:
             return FlushResult(True, 0, 0.0)
@@ -292,9 +302,8 @@ class TelemetryClient:
         up = self._uploader
         if up is not None:
             up.set_deadline(deadline)  # requests from now on end before the deadline
-        flushed = self._batcher.flush(limit)
-        remaining = max(0.0, deadline - time.monotonic())
-        self._batcher.stop(remaining)
+        closed = self._batcher.close(limit)  # memory to disk first (or counted as lost)
+        flushed = closed.drained
         self._usage.close(max(0.0, deadline - time.monotonic()))
         pending = self._batcher.pending_events()
         if up is not None:
@@ -304,7 +313,36 @@ class TelemetryClient:
                 flushed = result.ok
             up.stop(max(0.0, deadline - time.monotonic()))
         _live_clients.discard(self)
-        return FlushResult(flushed and pending == 0, pending, time.monotonic() - start)
+        self._log_left_on_disk()
+        return FlushResult(
+            flushed and pending == 0,
+            pending,
+            time.monotonic() - start,
+            dropped_events=closed.lost_events,
+        )
+
+    def _log_left_on_disk(self) -> None:
+        """One line at shutdown when batches wait on disk: how many, where, what happens next."""
+        try:
+            left = self.spool.pending()
+        except OSError:
+            return
+        if not left.events:
+            return
+        what = f"{_count(left.events, 'event')} ({_count(left.batches, 'batch')})"
+        if self._uploader is None:
+            logger.info(
+                "telemetry: %s kept in %s (spool-only mode: TELEMETRY_ENDPOINT is not set)",
+                what,
+                self.spool.root,
+            )
+            return
+        logger.warning(
+            "telemetry: %s left in %s; they will be sent by the next client or"
+            " `telemetry-client flush`",
+            what,
+            self.spool.root,
+        )
 
     def __enter__(self) -> TelemetryClient:
         return self.start()
@@ -499,6 +537,12 @@ class TelemetryClient:
         from . import files
 
         return files.tracking(self).snapshot()
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 batch``, ``1,234 events``."""
+    plural = noun if n == 1 else noun + ("es" if noun.endswith("ch") else "s")
+    return f"{n:,} {plural}"
 
 
 _live_clients: weakref.WeakSet[TelemetryClient] = weakref.WeakSet()
