@@ -1,13 +1,19 @@
 """Feeds a client's LLM calls into the shared usage store without slowing ``emit()`` down.
 
-``emit()`` hands every ``events.LLMCall`` to :meth:`UsageRecorder.add`: one ``time.time()``
-and one ``deque.append`` (well under a microsecond), no I/O, no lock. A small daemon thread
-(``telemetry-usage``, started on the first LLM call, so an app that never calls an LLM has
-no such thread) merges what piled up into the store about once a second
-(:meth:`UsageStore.merge`: flock, read, merge, prune, coalesce, atomic replace, unlock,
-typically a few milliseconds); ``flush()`` and ``close()`` merge the rest on the caller's
-thread. A dedicated thread rather than the spool writer: the writer's latency budget
-(``TELEMETRY_LINGER_MS``) must not wait on a lock other processes hold.
+``emit()`` hands every ``events.LLMCall`` and ``events.ChatTurn`` to
+:meth:`UsageRecorder.add`: one ``time.time()`` and one ``deque.append`` (well under a
+microsecond), no I/O, no lock; a chat turn without provider and model is ignored there. A
+small daemon thread (``telemetry-usage``, started on the first LLM call, so an app that
+never calls an LLM has no such thread) merges what piled up into the store about once a
+second (:meth:`UsageStore.merge`: flock, read, merge, prune, coalesce, atomic replace,
+unlock, typically a few milliseconds); ``flush()`` and ``close()`` merge the rest on the
+caller's thread. A dedicated thread rather than the spool writer: the writer's latency
+budget (``TELEMETRY_LINGER_MS``) must not wait on a lock other processes hold.
+
+The merge takes the calls in emit order and applies the chat-turn rule of
+:mod:`telemetry_client.usage` (a turn already captured as an ``llm_call`` is not counted
+again; ``usage_turns_covered`` counts those), keyed by session, provider and model, for
+at most :data:`MAX_TRACKED_KEYS` keys (the least recently used are forgotten).
 
 Failures never reach the caller: a merge that fails (read-only or full disk, lock timeout)
 is counted (``usage_errors``), logged once per cooldown, and retried a second later with
@@ -23,18 +29,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import Any
 
 from ._log import RateLimitedLogger
-from .events import LLMCall
+from .events import ChatTurn, LLMCall
 from .usage import UsageRecord, UsageStore
 
-__all__ = ["MAX_RETAINED", "MERGE_INTERVAL_S", "UsageRecorder"]
+__all__ = ["MAX_RETAINED", "MAX_TRACKED_KEYS", "MERGE_INTERVAL_S", "UsageRecorder"]
 
 MERGE_INTERVAL_S = 1.0
 MAX_RETAINED = 10_000  # records kept for a retry while the store keeps failing
 LOCK_TIMEOUT_S = 5.0  # the background thread's patience with other processes' merges
+MAX_TRACKED_KEYS = 4_096  # (session, provider, model) keys remembered for the chat-turn rule
+
+_Key = tuple[str | None, str, str]
 
 
 class UsageRecorder:
@@ -43,7 +52,7 @@ class UsageRecorder:
     def __init__(self, store: UsageStore, log: RateLimitedLogger) -> None:
         self.store = store
         self._log = log
-        self.pending: deque[tuple[float, LLMCall]] = deque()
+        self.pending: deque[tuple[float, LLMCall | ChatTurn, str | None]] = deque()
         self._init_sync()
 
     def _init_sync(self) -> None:
@@ -54,6 +63,9 @@ class UsageRecorder:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._retry: list[UsageRecord] = []  # taken from pending, not merged yet
+        # llm_calls since the key's last chat turn (only the merging thread touches it)
+        self._calls_since_turn: OrderedDict[_Key, int] = OrderedDict()
+        self.turns_covered = 0  # chat turns not counted: captured as llm_calls already
         self.merged = 0
         self.merges = 0
         self.errors = 0
@@ -62,9 +74,14 @@ class UsageRecorder:
 
     # -- the emitting thread ------------------------------------------------------------
 
-    def add(self, event: LLMCall) -> None:
-        """Hot path (from ``emit()``): remember the call; the thread merges it later."""
-        self.pending.append((time.time(), event))
+    def add(self, event: LLMCall | ChatTurn, session: str | None = None) -> None:
+        """Hot path (from ``emit()``): remember the call; the thread merges it later.
+
+        ``session`` is the event's session id (the chat-turn rule matches within one).
+        """
+        if type(event) is ChatTurn and not (event.provider and event.model):
+            return  # not attributable to a provider:model: not counted
+        self.pending.append((time.time(), event, session))
         if self._thread is None:
             self._start()
 
@@ -103,8 +120,10 @@ class UsageRecorder:
         records = self._retry
         pending = self.pending
         for _ in range(len(pending)):  # only we pop (left); emit() appends (right)
-            ts, event = pending[0]
-            records.append(UsageRecord.from_event(event, ts))
+            ts, event, session = pending[0]
+            record = UsageRecord.from_event(event, ts)
+            if self._counts(record, session, turn=type(event) is ChatTurn):
+                records.append(record)
             pending.popleft()
         if not records:
             return True
@@ -133,6 +152,20 @@ class UsageRecorder:
                 self.store.path,
                 result.reset,
             )
+        return True
+
+    def _counts(self, record: UsageRecord, session: str | None, *, turn: bool) -> bool:
+        """The chat-turn rule: False for a turn whose call was captured as an llm_call."""
+        key = (session, record.provider.lower(), record.model.lower())
+        seen = self._calls_since_turn
+        if turn:
+            if seen.pop(key, 0):
+                self.turns_covered += 1
+                return False
+            return True
+        seen[key] = seen.pop(key, 0) + 1  # (re)inserted last: the most recently used
+        if len(seen) > MAX_TRACKED_KEYS:
+            seen.popitem(last=False)
         return True
 
     def flush(self, timeout: float) -> bool:
@@ -174,4 +207,5 @@ class UsageRecorder:
             "usage_errors": self.errors,
             "usage_resets": self.resets,
             "usage_dropped": self.dropped,
+            "usage_turns_covered": self.turns_covered,
         }

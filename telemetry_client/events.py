@@ -118,7 +118,12 @@ class SessionStart(Event):
 
 @dataclass(slots=True, kw_only=True)
 class ChatTurn(Event):
-    """One user prompt and the assistant's final answer."""
+    """One user prompt and the assistant's final answer.
+
+    With ``provider`` and ``model`` it counts as an LLM request in ``telemetry-client
+    stats`` (with its tokens), unless the same process already recorded that call as an
+    ``llm_call`` (see :mod:`telemetry_client.usage`).
+    """
 
     TYPE: ClassVar[str] = "chat_turn"
     model: str | None = None
@@ -135,7 +140,13 @@ class ChatTurn(Event):
 class LLMCall(Event):
     """One request to an LLM API (recorded by ``integrations.httpx``); feeds usage stats.
 
-    ``prompt``/``answer`` are recorded only when configured (large ones become attachments).
+    Tokens follow the OpenTelemetry GenAI conventions: ``input_tokens`` counts every prompt
+    token, cached ones included (``cache_read_input_tokens`` read from the provider's cache,
+    ``cache_creation_input_tokens`` written to it); ``output_tokens`` counts every generated
+    token, ``reasoning_tokens`` included. ``prompt``/``answer`` are recorded only when
+    configured (large ones become attachments). A call that ended before its answer did
+    carries ``closed_early`` (``cancelled`` when the caller's task was cancelled, e.g. its
+    client disconnected), and ``partial`` says the answer and usage are what had arrived.
     """
 
     TYPE: ClassVar[str] = "llm_call"
@@ -151,8 +162,14 @@ class LLMCall(Event):
     input_tokens: int | None = None
     output_tokens: int | None = None
     total_tokens: int | None = None
+    cache_read_input_tokens: int | None = None
+    cache_creation_input_tokens: int | None = None
+    reasoning_tokens: int | None = None
     prompt: Any = None
     answer: str | None = None
+    closed_early: bool | None = None
+    cancelled: bool | None = None
+    partial: bool | None = None
 
 
 @dataclass(slots=True, kw_only=True)

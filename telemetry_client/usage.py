@@ -2,8 +2,20 @@
 
 Every ``events.LLMCall`` a client emits ends up here (via ``_usage_recorder``, at most ~1 s
 later), so ``telemetry-client stats`` can say what *every* process on this spool spent on
-LLMs over a sliding window: requests, errors, RPM, bytes up/down and tokens, in total and
-per provider:model.
+LLMs over a sliding window: requests, errors, RPM, bytes up/down and tokens (input,
+output, total, and of those: cache reads, cache writes, reasoning), in total and per
+provider:model.
+
+Chat turns count too. An ``events.ChatTurn`` naming both a ``provider`` and a ``model`` is
+one request (its ``input_tokens``/``output_tokens`` when given, no bytes; an error when its
+``status`` is ``"error"`` or ``"failed"``), unless that call was already captured as an
+``llm_call``: a chat turn is **not** counted when the same process emitted an ``llm_call``
+for the same provider and model (case-insensitive), in the same session, since that
+session's previous chat turn for that provider and model. So an app that records its
+LLM calls (``integrations.httpx``) and also emits chat turns counts each call once, with
+the provider's exact figures; an app that only emits chat turns (the README quickstart)
+sees them in ``stats``. Calls recorded by another process (a recording proxy on the same
+spool) are not matched: such an app should leave ``provider``/``model`` out of its turns.
 
 On-disk layout (directory 0700, files 0600, whatever the umask)::
 
@@ -14,18 +26,20 @@ On-disk layout (directory 0700, files 0600, whatever the umask)::
 
 ``stats.json``::
 
-    {"version": 1, "updated": 1763720000.5,
+    {"version": 2, "updated": 1763720000.5,
      "series": [
        {"provider": "openai", "model": "gpt-4.1",
         "calls":   [[ts, bytes_up, bytes_down, input_tokens, output_tokens, total_tokens,
-                     error], ...],
+                     error, cache_read_tokens, cache_write_tokens, reasoning_tokens], ...],
         "minutes": [[minute_start, requests, errors, bytes_up, bytes_down, input_tokens,
-                     output_tokens, total_tokens], ...]}]}
+                     output_tokens, total_tokens, cache_read_tokens, cache_write_tokens,
+                     reasoning_tokens], ...]}]}
 
 ``ts`` is the emit time (Unix seconds, millisecond precision), ``error`` is 1 for a failed
 call (HTTP status >= 400 or an error), and a minute bucket adds up the calls coalesced into
 it (``minute_start`` is a multiple of 60). Provider and model are separate fields, so a model
-name holding ``:`` (``llama3:8b``) is never split wrongly.
+name holding ``:`` (``llama3:8b``) is never split wrongly. A version-1 store (without the
+last three counts) is read as if they were 0 and rewritten as version 2.
 
 Bounds: calls and buckets older than :data:`RETENTION_S` (24 h, the largest window) are
 pruned at every merge; past :data:`MAX_CALLS` per-call entries the oldest are coalesced into
@@ -59,7 +73,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from ._units import parse_duration_s
-from .events import LLMCall
+from .events import ChatTurn, LLMCall
 from .spool import _fs
 
 __all__ = [
@@ -87,7 +101,8 @@ __all__ = [
     "usage_dir",
 ]
 
-VERSION = 1
+VERSION = 2
+_V1_CALL_FIELDS = 7  # version 1: no cache read/write or reasoning counts
 RETENTION_S = 86_400.0  # the largest window: nothing older can ever be shown
 MIN_WINDOW_S = 60.0
 MAX_WINDOW_S = RETENTION_S
@@ -100,8 +115,10 @@ OTHER = ("(other)", "(other)")
 LOCK_POLL_S = (0.0005, 0.01)  # first and longest pause between two tries of the lock
 
 _NUMBER = (int, float)
-_MINUTE_FIELDS = 8  # minute_start + the 7 sums below
-_CALL_FIELDS = 7
+_SUMS = 10  # requests, errors, up, down, in, out, total, cache read, cache write, reasoning
+_MINUTE_FIELDS = 1 + _SUMS  # minute_start + the sums
+_CALL_FIELDS = 10
+_TURN_ERRORS = frozenset(("error", "failed"))
 
 
 def usage_dir(spool_dir: Path) -> Path:
@@ -126,7 +143,7 @@ def _name(value: object) -> str:
 
 
 class UsageRecord(NamedTuple):
-    """One LLM call as the store counts it."""
+    """One LLM call as the store counts it (cache and reasoning counts are parts of in/out)."""
 
     ts: float
     provider: str
@@ -137,11 +154,23 @@ class UsageRecord(NamedTuple):
     output_tokens: int = 0
     total_tokens: int = 0
     error: bool = False
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @classmethod
-    def from_event(cls, event: LLMCall, ts: float) -> UsageRecord:
-        """Extract what the store keeps; never raises, whatever the fields hold."""
+    def from_event(cls, event: LLMCall | ChatTurn, ts: float) -> UsageRecord:
+        """Extract what the store keeps; never raises, whatever the fields hold.
+
+        A :class:`ChatTurn` has no bytes; it failed when its ``status`` is ``"error"`` or
+        ``"failed"``.
+        """
         inp, out = _count(event.input_tokens), _count(event.output_tokens)
+        provider, model = _name(event.provider) or "unknown", _name(event.model)
+        if isinstance(event, ChatTurn):
+            outcome = event.status
+            failed = isinstance(outcome, str) and outcome.lower() in _TURN_ERRORS
+            return cls(ts, provider, model, 0, 0, inp, out, inp + out, failed)
         total = _count(event.total_tokens) or inp + out
         status = event.status
         failed = event.error is not None or (
@@ -149,14 +178,17 @@ class UsageRecord(NamedTuple):
         )
         return cls(
             ts,
-            _name(event.provider) or "unknown",
-            _name(event.model),
+            provider,
+            model,
             _count(event.request_bytes),
             _count(event.response_bytes),
             inp,
             out,
             total,
             failed,
+            _count(event.cache_read_input_tokens),
+            _count(event.cache_creation_input_tokens),
+            _count(event.reasoning_tokens),
         )
 
 
@@ -165,9 +197,9 @@ class UsageRecord(NamedTuple):
 
 @dataclass(slots=True)
 class Series:
-    """One provider:model: recent calls (``[ts, up, down, in, out, total, error]``, oldest
-    first) and minute buckets (``minute_start -> [requests, errors, up, down, in, out,
-    total]``)."""
+    """One provider:model: recent calls (``[ts, up, down, in, out, total, error, cache_read,
+    cache_write, reasoning]``, oldest first) and minute buckets (``minute_start ->
+    [requests, errors, up, down, in, out, total, cache_read, cache_write, reasoning]``)."""
 
     calls: list[list[Any]] = dataclasses.field(default_factory=list)
     minutes: dict[int, list[int]] = dataclasses.field(default_factory=dict)
@@ -188,8 +220,8 @@ class Series:
         for call in self.calls:
             if call[0] > upto_ts:
                 break
-            ts, up, down, inp, out, total, err = call
-            self._add_bucket(int(ts // 60) * 60, [1, err, up, down, inp, out, total])
+            ts, up, down, inp, out, total, err, *parts = call
+            self._add_bucket(int(ts // 60) * 60, [1, err, up, down, inp, out, total, *parts])
             n += 1
         del self.calls[:n]
         return n
@@ -259,8 +291,9 @@ def _parse(raw: bytes) -> dict[tuple[str, str], Series]:
         doc = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise _Corrupt(f"not JSON ({exc})") from None
-    if type(doc) is not dict or doc.get("version") != VERSION:
-        raise _Corrupt("not a version-1 usage store")
+    if type(doc) is not dict or doc.get("version") not in (1, VERSION):
+        raise _Corrupt(f"not a version-{VERSION} usage store")
+    pad = [0] * (_CALL_FIELDS - _V1_CALL_FIELDS) if doc["version"] == 1 else []
     items = doc.get("series")
     if type(items) is not list:
         raise _Corrupt("'series' is not a list")
@@ -274,10 +307,13 @@ def _parse(raw: bytes) -> dict[tuple[str, str], Series]:
             raise _Corrupt("a series has a bad or repeated provider/model")
         if type(calls) is not list or type(minutes) is not list:
             raise _Corrupt(f"series {key[0]}:{key[1]} has bad calls/minutes")
-        if not _valid_rows(calls, _CALL_FIELDS, _NUMBER):
+        if not _valid_rows(calls, _CALL_FIELDS - len(pad), _NUMBER):
             raise _Corrupt(f"series {key[0]}:{key[1]} has a malformed call entry")
-        if not _valid_rows(minutes, _MINUTE_FIELDS, (int,), unique_first=True):
+        if not _valid_rows(minutes, _MINUTE_FIELDS - len(pad), (int,), unique_first=True):
             raise _Corrupt(f"series {key[0]}:{key[1]} has a malformed minute bucket")
+        if pad:  # version 1: no cache or reasoning counts
+            calls = [[*c, *pad] for c in calls]
+            minutes = [[*m, *pad] for m in minutes]
         buckets = {m[0]: m[1:] for m in minutes}
         calls.sort(key=_ts)  # cheap when sorted already (as written)
         out[key] = Series(calls, buckets)  # type: ignore[index]
@@ -434,6 +470,9 @@ def _add(series: dict[tuple[str, str], Series], records: Iterable[UsageRecord]) 
             r.output_tokens,
             r.total_tokens,
             1 if r.error else 0,
+            r.cache_read_tokens,
+            r.cache_write_tokens,
+            r.reasoning_tokens,
         ]
         if calls and entry[0] < calls[-1][0]:
             touched.add(key)  # out of order (another process merged newer calls first)
@@ -495,7 +534,11 @@ def _cap_series(series: dict[tuple[str, str], Series]) -> None:
 
 @dataclass(frozen=True, slots=True)
 class UsageTotals:
-    """Sums over a window; ``rpm`` is requests per minute averaged over the whole window."""
+    """Sums over a window; ``rpm`` is requests per minute averaged over the whole window.
+
+    ``cache_read_tokens`` and ``cache_write_tokens`` are part of ``input_tokens``,
+    ``reasoning_tokens`` part of ``output_tokens``.
+    """
 
     requests: int = 0
     errors: int = 0
@@ -504,6 +547,9 @@ class UsageTotals:
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
     rpm: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -551,9 +597,19 @@ class UsageSummary:
 
 
 def _totals(sums: list[int], window_s: float) -> UsageTotals:
-    requests, errors, up, down, inp, out, total = sums
+    requests, errors, up, down, inp, out, total, cache_read, cache_write, reasoning = sums
     return UsageTotals(
-        requests, errors, up, down, inp, out, total, round(requests * 60.0 / window_s, 4)
+        requests,
+        errors,
+        up,
+        down,
+        inp,
+        out,
+        total,
+        cache_read,
+        cache_write,
+        reasoning,
+        round(requests * 60.0 / window_s, 4),
     )
 
 
@@ -563,11 +619,11 @@ def summarize(
     """Sum the calls with ``ts >= now - window_s`` and the buckets whose minute starts then."""
     now = time.time() if now is None else now
     cutoff = now - window_s
-    grand = [0] * 7
+    grand = [0] * _SUMS
     models: list[ModelUsage] = []
     for (provider, model), s in snapshot.series.items():
-        sums = [0] * 7
-        for ts, up, down, inp, out, total, err in s.calls:
+        sums = [0] * _SUMS
+        for ts, up, down, inp, out, total, err, cache_read, cache_write, reasoning in s.calls:
             if ts >= cutoff:
                 sums[0] += 1
                 sums[1] += err
@@ -576,6 +632,9 @@ def summarize(
                 sums[4] += inp
                 sums[5] += out
                 sums[6] += total
+                sums[7] += cache_read
+                sums[8] += cache_write
+                sums[9] += reasoning
         for minute, bucket in s.minutes.items():
             if minute >= cutoff:
                 for i, v in enumerate(bucket):
@@ -645,7 +704,8 @@ def format_json(summary: UsageSummary) -> str:
 
 def format_tmux(summary: UsageSummary, *, top: int = 3) -> str:
     """One compact line for a status bar, e.g.
-    ``Σ@1h reqs=123 rpm=2.1 ↑1.2MB ↓3.4MB tok=45.6k | openai:gpt-4.1 reqs=80``."""
+    ``Σ@1h reqs=123 rpm=2.1 ↑1.2MB ↓3.4MB tok=45.6k cached=12.0k | openai:gpt-4.1 reqs=80``
+    (``cached``, ``cache_write`` and ``reasoning`` only when not 0)."""
     t = summary.total
     parts = [f"Σ@{format_window(summary.window_s)} reqs={t.requests}"]
     if t.errors:
@@ -653,6 +713,13 @@ def format_tmux(summary: UsageSummary, *, top: int = 3) -> str:
     parts.append(f"rpm={t.rpm:.1f} ↑{_si(t.bytes_up)} ↓{_si(t.bytes_down)}")
     if t.total_tokens:
         parts.append(f"tok={_compact(t.total_tokens)}")
+    for label, n in (
+        ("cached", t.cache_read_tokens),
+        ("cache_write", t.cache_write_tokens),
+        ("reasoning", t.reasoning_tokens),
+    ):
+        if n:
+            parts.append(f"{label}={_compact(n)}")
     line = " ".join(parts)
     for m in summary.models[:top]:
         line += f" | {m.label} reqs={m.totals.requests}"
@@ -662,9 +729,15 @@ def format_tmux(summary: UsageSummary, *, top: int = 3) -> str:
 
 
 _COLUMNS = ("reqs", "errors", "rpm", "sent", "received", "in tokens", "out tokens")
+#: Shown only when not 0 over the window: parts of the in/out tokens.
+_PART_COLUMNS = (
+    ("cache read", "cache_read_tokens"),
+    ("cache write", "cache_write_tokens"),
+    ("reasoning", "reasoning_tokens"),
+)
 
 
-def _row(label: str, t: UsageTotals) -> tuple[str, ...]:
+def _row(label: str, t: UsageTotals, parts: tuple[str, ...]) -> tuple[str, ...]:
     return (
         label,
         str(t.requests),
@@ -674,13 +747,20 @@ def _row(label: str, t: UsageTotals) -> tuple[str, ...]:
         _si(t.bytes_down),
         str(t.input_tokens),
         str(t.output_tokens),
+        *(str(getattr(t, field)) for field in parts),
     )
 
 
 def format_text(summary: UsageSummary) -> str:
-    """A small table: one row for everything, one per provider:model (most requests first)."""
-    rows = [("", *_COLUMNS), _row("all", summary.total)]
-    rows += [_row(m.label, m.totals) for m in summary.models]
+    """A small table: one row for everything, one per provider:model (most requests first).
+
+    The ``cache read``, ``cache write`` and ``reasoning`` columns (parts of the in/out
+    tokens) appear when the window has such tokens.
+    """
+    shown = [(title, field) for title, field in _PART_COLUMNS if getattr(summary.total, field)]
+    parts = tuple(field for _, field in shown)
+    rows = [("", *_COLUMNS, *(title for title, _ in shown)), _row("all", summary.total, parts)]
+    rows += [_row(m.label, m.totals, parts) for m in summary.models]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         f"LLM usage over the last {format_window(summary.window_s)}, every process on this spool"

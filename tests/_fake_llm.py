@@ -7,12 +7,20 @@ pure function of the request, so two identical requests get byte-identical answe
 Models with special behaviour (``model`` in the request body):
 
 - ``fake-500`` / ``fake-429``: an OpenAI-style error body with that status.
-- ``fake-stall``: a stream that sends the role chunk and two content chunks, then waits
-  until the client disconnects (for early-close tests).
+- ``fake-stall`` (chat) and ``claude-fake-stall`` (messages): a stream that sends the
+  start and two words of the answer, then waits until the client disconnects (for
+  early-close and cancellation tests).
+- ``fake-reasoner`` (chat): ``CACHED_TOKENS`` of the prompt were cached and
+  ``REASONING_TOKENS`` more completion tokens were spent reasoning (in the ``*_details``).
+- ``claude-fake-cached`` (messages): ``CACHE_READ_TOKENS`` read from and
+  ``CACHE_WRITE_TOKENS`` written to the prompt cache, beside ``input_tokens``.
 
 Every other model answers ``"You said: <last user message>"``, one SSE chunk per word
-when streamed, with usage: ``prompt_tokens`` = words in all messages,
-``completion_tokens`` = words in the answer.
+when streamed, with usage: ``prompt_tokens``/``input_tokens`` = words in all messages
+(and the system prompt), ``completion_tokens``/``output_tokens`` = words in the answer;
+cache and reasoning details are 0, as the real APIs send them.
+
+:func:`serve_app` serves any ASGI app the same way (tests' own relay apps).
 """
 
 from __future__ import annotations
@@ -33,6 +41,11 @@ CHAT_ID = "chatcmpl-fake-0001"
 MESSAGE_ID = "msg_fake_0001"
 CREATED = 1_700_000_000
 EMBEDDING = [0.25, -0.5, 0.125]
+CACHED_TOKENS = 2  # fake-reasoner: prompt tokens served from OpenAI's cache
+REASONING_TOKENS = 4  # fake-reasoner: completion tokens spent reasoning
+CACHE_READ_TOKENS = 5  # claude-fake-cached: Anthropic cache_read_input_tokens
+CACHE_WRITE_TOKENS = 7  # claude-fake-cached: Anthropic cache_creation_input_tokens
+STALL_AFTER = 2  # words a stalling stream sends before it waits for the disconnect
 
 
 def _text_of(content: Any) -> str:
@@ -99,11 +112,18 @@ def create_app() -> FastAPI:
             return _openai_error(int(model[-3:]))
         messages = body["messages"]
         answer = answer_for(messages)
-        usage = {
+        reasoner = model == "fake-reasoner"
+        reasoning = REASONING_TOKENS if reasoner else 0
+        usage: dict[str, Any] = {
             "prompt_tokens": prompt_tokens_for(messages),
-            "completion_tokens": len(answer.split()),
+            "completion_tokens": len(answer.split()) + reasoning,
         }
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        usage["prompt_tokens_details"] = {
+            "cached_tokens": CACHED_TOKENS if reasoner else 0,
+            "audio_tokens": 0,
+        }
+        usage["completion_tokens_details"] = {"reasoning_tokens": reasoning, "audio_tokens": 0}
         if not body.get("stream"):
             return JSONResponse(
                 {
@@ -126,7 +146,7 @@ def create_app() -> FastAPI:
         async def events() -> AsyncIterator[bytes]:
             yield _sse(_chunk(model, {"role": "assistant", "content": ""}))
             for i, piece in enumerate(answer_chunks(answer)):
-                if model == "fake-stall" and i == 2:
+                if model == "fake-stall" and i == STALL_AFTER:
                     await _wait_for_disconnect(request)
                     return
                 yield _sse(_chunk(model, {"content": piece}))
@@ -159,7 +179,12 @@ def create_app() -> FastAPI:
         body = await request.json()
         model, msgs = body["model"], body["messages"]
         answer = answer_for(msgs)
-        in_tokens = prompt_tokens_for(msgs, body.get("system"))
+        cached = model == "claude-fake-cached"
+        input_usage = {
+            "input_tokens": prompt_tokens_for(msgs, body.get("system")),
+            "cache_creation_input_tokens": CACHE_WRITE_TOKENS if cached else 0,
+            "cache_read_input_tokens": CACHE_READ_TOKENS if cached else 0,
+        }
         out_tokens = len(answer.split())
         if not body.get("stream"):
             return JSONResponse(
@@ -170,7 +195,8 @@ def create_app() -> FastAPI:
                     "model": model,
                     "content": [{"type": "text", "text": answer}],
                     "stop_reason": "end_turn",
-                    "usage": {"input_tokens": in_tokens, "output_tokens": out_tokens},
+                    "stop_sequence": None,
+                    "usage": {**input_usage, "output_tokens": out_tokens},
                 }
             )
 
@@ -181,7 +207,9 @@ def create_app() -> FastAPI:
                 "role": "assistant",
                 "model": model,
                 "content": [],
-                "usage": {"input_tokens": in_tokens, "output_tokens": 1},
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {**input_usage, "output_tokens": 1},
             }
             yield _sse({"type": "message_start", "message": start}, "message_start")
             block = {"type": "text", "text": ""}
@@ -189,7 +217,10 @@ def create_app() -> FastAPI:
                 {"type": "content_block_start", "index": 0, "content_block": block},
                 "content_block_start",
             )
-            for piece in answer_chunks(answer):
+            for i, piece in enumerate(answer_chunks(answer)):
+                if model == "claude-fake-stall" and i == STALL_AFTER:
+                    await _wait_for_disconnect(request)
+                    return
                 delta = {"type": "text_delta", "text": piece}
                 yield _sse(
                     {"type": "content_block_delta", "index": 0, "delta": delta},
@@ -199,8 +230,9 @@ def create_app() -> FastAPI:
             yield _sse(
                 {
                     "type": "message_delta",
-                    "delta": {"stop_reason": "end_turn"},
-                    "usage": {"output_tokens": out_tokens},
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    # cumulative, input figures included (as the API sends them since 2025)
+                    "usage": {**input_usage, "output_tokens": out_tokens},
                 },
                 "message_delta",
             )
@@ -220,6 +252,7 @@ class FakeLLM:
 
     @property
     def origin(self) -> str:
+        """``http://host:port``, what ``anthropic.Anthropic(base_url=...)`` wants."""
         return f"http://{self.host}:{self.port}"
 
     @property
@@ -239,15 +272,15 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def serve_fake_llm() -> Iterator[FakeLLM]:
-    """Serve :func:`create_app` on 127.0.0.1 (a free port) until the block ends."""
+def serve_app(app: Any) -> Iterator[FakeLLM]:
+    """Serve the ASGI ``app`` with uvicorn on 127.0.0.1 (a free port) until the block ends."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        create_app(),
+        app,
         log_config=None,
         access_log=False,
         lifespan="off",
@@ -262,9 +295,16 @@ def serve_fake_llm() -> Iterator[FakeLLM]:
     thread.start()
     try:
         if not started.wait(30):
-            raise RuntimeError("the fake LLM server did not start within 30 s")
+            raise RuntimeError("the server did not start within 30 s")
         yield FakeLLM("127.0.0.1", port)
     finally:
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@contextlib.contextmanager
+def serve_fake_llm() -> Iterator[FakeLLM]:
+    """Serve :func:`create_app` on 127.0.0.1 (a free port) until the block ends."""
+    with serve_app(create_app()) as server:
+        yield server

@@ -409,8 +409,9 @@ def test_unhandled_exceptions_become_error_events_and_the_client_still_gets_a_50
 def test_middleware_records_route_templates_and_statuses(
     settings: TelemetrySettings, collector: CollectorHandle, tmp_path: Path
 ) -> None:
-    """Templates from the matched route (mount prefixes included), statuses as sent; the
-    raw path only when nothing matched; excluded paths are not recorded."""
+    """Templates from the matched route (mount prefixes included), statuses as sent; a
+    fixed placeholder, never the raw path, when nothing matched; excluded paths are not
+    recorded."""
     app = make_app(settings, tmp_path, exclude_paths={"/items/0"})
     with serving(app) as served, served.http() as http:
         calls = [
@@ -435,7 +436,7 @@ def test_middleware_records_route_templates_and_statuses(
         ("GET", "/items/{item_id}", 422, True),
         ("GET", "/teapot", 418, True),
         ("GET", "/sub/inner/{name}", 200, True),
-        ("GET", "/no/such/route", 404, False),
+        ("GET", "<unmatched>", 404, False),
         ("GET", "/stream", 200, True),
     ]
     durations = [e["data"]["duration_ms"] for e in collector.query(type="http_request")["events"]]

@@ -1,8 +1,12 @@
 """LLM-call capture over httpx (``telemetry_client.integrations.httpx``).
 
-End to end with the real ``openai`` SDK against the local fake in ``tests/_fake_llm.py``;
-events are read back from the spool of a client with no endpoint. Parser units cover the
-Anthropic, Responses API and Gemini formats without their SDKs.
+End to end with the real ``openai`` and ``anthropic`` SDKs against the local fake in
+``tests/_fake_llm.py``; events are read back from the spool of a client with no endpoint.
+Parser units cover the Anthropic, Responses API and Gemini formats without their SDKs.
+
+CI runs this module twice: with the newest SDKs (``openai`` 3.x and ``anthropic`` 2.x on
+``httpx2``), and in a second virtualenv with older major lines (``openai`` 1.x and
+``anthropic`` 0.x on ``httpx`` 0.27), see ``.ci/run``; nothing here depends on the line.
 """
 
 from __future__ import annotations
@@ -11,17 +15,33 @@ import asyncio
 import gzip
 import itertools
 import json
+import logging
 import random
 import socket
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
+import anthropic
+import anyio
 import httpx
 import openai
 import pytest
-from _fake_llm import FakeLLM, answer_chunks, prompt_tokens_for, serve_fake_llm
+from _fake_llm import (
+    CACHE_READ_TOKENS,
+    CACHE_WRITE_TOKENS,
+    CACHED_TOKENS,
+    REASONING_TOKENS,
+    STALL_AFTER,
+    FakeLLM,
+    answer_chunks,
+    prompt_tokens_for,
+    serve_app,
+    serve_fake_llm,
+)
 
 from telemetry_client import TelemetryClient, TelemetrySettings, session_context
+from telemetry_client import usage as usage_store
 from telemetry_client.integrations import _llm
 from telemetry_client.integrations.httpx import (
     AsyncInstrumentedTransport,
@@ -115,7 +135,8 @@ def traced(fake: FakeLLM, telemetry: TelemetryClient, **options: Any) -> openai.
 def chat(llm: openai.OpenAI, **kwargs: Any) -> Any:
     """A chat completion on the fake with the module's conversation."""
     kwargs.setdefault("messages", MESSAGES)
-    return llm.chat.completions.create(model="fake-model", **kwargs)
+    kwargs.setdefault("model", "fake-model")
+    return llm.chat.completions.create(**kwargs)
 
 
 def stream_chunks(llm: openai.OpenAI, **kwargs: Any) -> list[Any]:
@@ -250,12 +271,13 @@ def test_sync_stream_records_usage_from_the_final_chunk(
     assert "closed_early" not in data
 
 
-@pytest.mark.parametrize("http_library", ["httpx", "httpx2"])
+@pytest.mark.parametrize("http_library", ["httpx", "sdk_default"])
 def test_async_client_records_streamed_and_plain_calls(
     fake: FakeLLM, telemetry: TelemetryClient, http_library: str
 ) -> None:
     """``openai.AsyncOpenAI``, on an instrumented ``httpx.AsyncClient`` or with its own
-    ``httpx2`` client instrumented in place: one event per call."""
+    default client (httpx2 in openai 3.x, httpx in 1.x) instrumented in place: one event
+    per call."""
     options: dict[str, Any] = {"provider_overrides": FAKE_HOST, "capture_content": True}
 
     async def main() -> tuple[Any, list[Any]]:
@@ -269,7 +291,7 @@ def test_async_client_records_streamed_and_plain_calls(
                 else None
             ),
         )
-        if http_library == "httpx2":
+        if http_library == "sdk_default":
             instrument(llm, telemetry, **options)
         async with llm:
             plain = await llm.chat.completions.create(model="fake-model", messages=MESSAGES)
@@ -504,6 +526,8 @@ def test_early_close_records_the_partial_answer(fake: FakeLLM, telemetry: Teleme
     assert data["streamed"] is True
     assert data["answer"] == "You said:"
     assert data["closed_early"] is True
+    assert data["partial"] is True
+    assert "cancelled" not in data  # closed by the caller's own choice
     assert "error" not in data
     assert "total_tokens" not in data
 
@@ -542,10 +566,11 @@ def test_disabled_telemetry_passes_everything_through(
     assert transport.stats() == {"calls": 0, "errors": 0}
 
 
-def test_instrument_wraps_the_openai_default_httpx2_client(
+def test_instrument_wraps_the_openai_default_client(
     fake: FakeLLM, telemetry: TelemetryClient
 ) -> None:
-    """``instrument()`` on an SDK client wraps its own HTTP client (httpx2 for openai>=3)."""
+    """``instrument()`` on an SDK client wraps its own HTTP client (httpx2 for openai>=3,
+    httpx for 1.x, where the SDK client also has a ``_transport`` of its own, ``None``)."""
     llm = instrument(
         track(openai.OpenAI(base_url=fake.base_url, api_key="test-key", max_retries=0)),
         telemetry,
@@ -558,8 +583,6 @@ def test_instrument_wraps_the_openai_default_httpx2_client(
     plain, streamed = (e["data"] for e in llm_calls(telemetry))
     assert plain["answer"] == streamed["answer"] == ANSWER
     assert streamed["total_tokens"] == plain["total_tokens"] == PROMPT_TOKENS + ANSWER_TOKENS
-    with pytest.raises(TypeError, match="needs an httpx client"):
-        instrument(object(), telemetry)
 
 
 def test_async_transport_wraps_mounts_and_closes_inner(telemetry: TelemetryClient) -> None:
@@ -591,6 +614,315 @@ def test_async_transport_wraps_mounts_and_closes_inner(telemetry: TelemetryClien
     mistral, openai_call = (e["data"] for e in llm_calls(telemetry))
     assert (mistral["provider"], mistral["model"]) == ("mistral", "mounted")
     assert (openai_call["provider"], openai_call["model"]) == ("openai", "default")
+
+
+# -- instrument(): every supported SDK line, and objects it cannot instrument ---------------
+
+CLAUDE_HOST = {"127.0.0.1": "anthropic"}  # the fake reported as Anthropic
+SYSTEM, CLAUDE_MESSAGES = "Be brief.", MESSAGES[1:]  # Anthropic takes the system prompt apart
+
+
+def claude(fake: FakeLLM, telemetry: TelemetryClient, **options: Any) -> anthropic.Anthropic:
+    """An ``anthropic.Anthropic`` on the fake (no retries), its own HTTP client instrumented
+    (anthropic 2.x refuses ``httpx`` clients: it takes ``httpx2`` ones only)."""
+    llm = anthropic.Anthropic(base_url=fake.origin, api_key="test-key", max_retries=0)
+    return instrument(track(llm), telemetry, provider_overrides=CLAUDE_HOST, **options)
+
+
+def ask_claude(llm: anthropic.Anthropic, model: str = "claude-fake", **kwargs: Any) -> Any:
+    """A message on the fake with the module's conversation (system prompt apart)."""
+    return llm.messages.create(
+        model=model, max_tokens=64, system=SYSTEM, messages=CLAUDE_MESSAGES, **kwargs
+    )
+
+
+@pytest.mark.parametrize("sdk_class", ["OpenAI", "AsyncOpenAI", "Anthropic", "AsyncAnthropic"])
+def test_instrument_records_calls_of_each_sdk_client_it_is_given(
+    fake: FakeLLM, telemetry: TelemetryClient, sdk_class: str
+) -> None:
+    """``instrument(<SDK client>)`` returns that client and records its calls, sync and async,
+    on every supported line (openai 1.x sets ``_transport = None`` on the SDK client)."""
+    is_openai = "OpenAI" in sdk_class
+    cls = getattr(openai if is_openai else anthropic, sdk_class)
+    base_url = fake.base_url if is_openai else fake.origin
+    overrides = FAKE_HOST if is_openai else CLAUDE_HOST
+
+    async def call(llm: Any) -> Any:
+        if is_openai:
+            return await llm.chat.completions.create(model="fake-model", messages=MESSAGES)
+        return await llm.messages.create(
+            model="claude-fake", max_tokens=64, system=SYSTEM, messages=CLAUDE_MESSAGES
+        )
+
+    llm = cls(base_url=base_url, api_key="test-key", max_retries=0)
+    assert instrument(llm, telemetry, provider_overrides=overrides, capture_content=True) is llm
+    if sdk_class.startswith("Async"):
+
+        async def main() -> None:
+            async with llm:
+                await call(llm)
+
+        asyncio.run(main())
+    else:
+        track(llm)
+        if is_openai:
+            chat(llm)
+        else:
+            ask_claude(llm)
+    data = only_call(telemetry)
+    assert data["provider"] == ("openai" if is_openai else "anthropic")
+    assert data["answer"] == ANSWER
+    assert data["total_tokens"] == PROMPT_TOKENS + ANSWER_TOKENS
+
+
+def test_instrument_finds_the_client_of_an_sdk_whose_own_transport_is_none(
+    telemetry: TelemetryClient,
+) -> None:
+    """An object with ``_transport = None`` and its httpx client in ``_client`` (the shape of
+    openai 1.x and anthropic 0.x) has that client instrumented."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"model": "m", "usage": {"prompt_tokens": 2}})
+
+    class LegacySDK:
+        def __init__(self) -> None:
+            self._transport = None  # what the SDK's constructor stores (deprecated argument)
+            self._client = httpx.Client(transport=httpx.MockTransport(handler))
+
+    sdk_client = LegacySDK()
+    assert instrument(sdk_client, telemetry) is sdk_client
+    assert isinstance(sdk_client._client._transport, InstrumentedTransport)
+    with sdk_client._client as http:
+        http.post("https://api.openai.com/v1/chat/completions", json={"model": "m"})
+    assert only_call(telemetry)["input_tokens"] == 2
+
+
+def test_instrument_on_an_unsupported_object_warns_once_and_returns_it_unchanged(
+    telemetry: TelemetryClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never stops the app (as Sentry/OpenTelemetry integrations): anything it cannot wrap,
+    and a wrap that fails midway, log one warning naming the type and come back as is."""
+
+    class ReadOnlyTransport:  # looks like an httpx client, but the transport cannot be set
+        def send(self, request: Any) -> Any:
+            raise NotImplementedError
+
+        @property
+        def _transport(self) -> httpx.BaseTransport:
+            return httpx.MockTransport(lambda request: httpx.Response(200))
+
+    caplog.set_level(logging.WARNING, logger="telemetry_client")
+    things: list[Any] = [object(), "an httpx client?", None, openai.OpenAI, ReadOnlyTransport()]
+    for thing in things:
+        caplog.clear()
+        assert instrument(thing, telemetry) is thing
+        (record,) = caplog.records
+        assert record.levelno == logging.WARNING
+        assert type(thing).__qualname__ in record.getMessage()
+        assert "returned unchanged" in record.getMessage()
+    assert llm_calls(telemetry) == []
+
+
+# -- cache, cache-write and reasoning tokens -------------------------------------------------
+
+
+def stats_of(telemetry: TelemetryClient) -> dict[str, Any]:
+    """The usage totals of the last hour in this client's spool (after a flush merged them)."""
+    assert telemetry.flush_sync(timeout=10).ok
+    store = usage_store.UsageStore(usage_store.usage_dir(telemetry.settings.resolved_spool_dir))
+    total: dict[str, Any] = usage_store.summarize(store.read(), 3600).to_dict()["total"]
+    return total
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_anthropic_cache_tokens_are_recorded_and_counted_in_stats(
+    fake: FakeLLM, telemetry: TelemetryClient, streamed: bool
+) -> None:
+    """Anthropic cache reads and writes are recorded and included in the input and total
+    tokens (the API's ``input_tokens`` leaves them out), in the event and in ``stats``."""
+    llm = claude(fake, telemetry)
+    if streamed:
+        with ask_claude(llm, "claude-fake-cached", stream=True) as stream:
+            kinds = [event.type for event in stream]
+        assert kinds[0] == "message_start"
+        assert kinds[-1] == "message_stop"
+    else:
+        reply = ask_claude(llm, "claude-fake-cached")
+        assert reply.usage.cache_read_input_tokens == CACHE_READ_TOKENS
+    data = only_call(telemetry)
+    prompt = PROMPT_TOKENS + CACHE_READ_TOKENS + CACHE_WRITE_TOKENS
+    assert data["input_tokens"] == prompt
+    assert data["cache_read_input_tokens"] == CACHE_READ_TOKENS
+    assert data["cache_creation_input_tokens"] == CACHE_WRITE_TOKENS
+    assert data["output_tokens"] == ANSWER_TOKENS
+    assert data["total_tokens"] == prompt + ANSWER_TOKENS
+    total = stats_of(telemetry)
+    assert (total["input_tokens"], total["total_tokens"]) == (prompt, prompt + ANSWER_TOKENS)
+    assert (total["cache_read_tokens"], total["cache_write_tokens"]) == (
+        CACHE_READ_TOKENS,
+        CACHE_WRITE_TOKENS,
+    )
+
+
+def test_openai_cached_and_reasoning_tokens_are_recorded_and_counted_in_stats(
+    fake: FakeLLM, telemetry: TelemetryClient
+) -> None:
+    """OpenAI ``prompt_tokens_details.cached_tokens`` and ``completion_tokens_details.
+    reasoning_tokens`` are recorded (parts of input and output), JSON and streamed."""
+    llm = traced(fake, telemetry)
+    reply = chat(llm, model="fake-reasoner")
+    assert reply.usage.completion_tokens == ANSWER_TOKENS + REASONING_TOKENS
+    stream_chunks(llm, model="fake-reasoner")
+    for event in llm_calls(telemetry):
+        data = event["data"]
+        assert data["input_tokens"] == PROMPT_TOKENS
+        assert data["cache_read_input_tokens"] == CACHED_TOKENS
+        assert data["output_tokens"] == ANSWER_TOKENS + REASONING_TOKENS
+        assert data["reasoning_tokens"] == REASONING_TOKENS
+        assert "cache_creation_input_tokens" not in data
+    total = stats_of(telemetry)
+    assert (total["requests"], total["cache_read_tokens"], total["reasoning_tokens"]) == (
+        2,
+        2 * CACHED_TOKENS,
+        2 * REASONING_TOKENS,
+    )
+
+
+# -- cancellation: the caller stopped waiting ------------------------------------------------
+
+
+def delta_text(item: Any) -> str:
+    """The text an OpenAI chunk or an Anthropic stream event adds to the answer ('' if none)."""
+    choices = getattr(item, "choices", None)
+    if choices:
+        return choices[0].delta.content or ""
+    delta = getattr(item, "delta", None)
+    return getattr(delta, "text", None) or ""
+
+
+async def stalling_stream(llm: Any) -> Any:
+    """A streamed answer that stalls after ``STALL_AFTER`` words (until disconnected)."""
+    if isinstance(llm, openai.AsyncOpenAI):
+        return await llm.chat.completions.create(model="fake-stall", messages=MESSAGES, stream=True)
+    return await llm.messages.create(
+        model="claude-fake-stall",
+        max_tokens=64,
+        system=SYSTEM,
+        messages=CLAUDE_MESSAGES,
+        stream=True,
+    )
+
+
+def async_sdk(provider: str, fake: FakeLLM, telemetry: TelemetryClient) -> Any:
+    """``AsyncOpenAI`` on an instrumented ``httpx.AsyncClient``, or ``AsyncAnthropic`` with
+    its own client instrumented; content captured."""
+    options: dict[str, Any] = {
+        "provider_overrides": {"127.0.0.1": provider},
+        "capture_content": True,
+    }
+    if provider == "openai":
+        http = instrumented_async_http_client(telemetry, **options)
+        return openai.AsyncOpenAI(
+            base_url=fake.base_url, api_key="test-key", max_retries=0, http_client=http
+        )
+    llm = anthropic.AsyncAnthropic(base_url=fake.origin, api_key="test-key", max_retries=0)
+    return instrument(llm, telemetry, **options)
+
+
+def assert_cancelled_partial_call(data: dict[str, Any], provider: str) -> None:
+    """Closed early, cancelled and partial, with the words that had arrived; not an error;
+    the usage that had arrived (Anthropic's start event has the input tokens)."""
+    assert (data["status"], data["streamed"]) == (200, True)
+    assert data["closed_early"] is data["cancelled"] is data["partial"] is True
+    assert "error" not in data
+    assert data["answer"] == "".join(answer_chunks(ANSWER)[:STALL_AFTER])
+    if provider == "anthropic":
+        assert data["input_tokens"] == PROMPT_TOKENS
+    else:
+        assert "input_tokens" not in data  # OpenAI sends usage at the end only
+
+
+@pytest.mark.parametrize("provider", ["openai", "anthropic"])
+def test_cancelled_stream_is_recorded_as_closed_early_and_partial_not_as_an_error(
+    fake: FakeLLM, telemetry: TelemetryClient, provider: str
+) -> None:
+    """An anyio cancel scope cancelled mid-answer (what a server does when its client
+    leaves): the call is cancelled/closed early with the partial answer, no ``error``."""
+    received: list[str] = []
+
+    async def main() -> bool:
+        async with async_sdk(provider, fake, telemetry) as llm:
+            with anyio.CancelScope() as scope:
+                stream = await stalling_stream(llm)
+                async for item in stream:
+                    if text := delta_text(item):
+                        received.append(text)
+                    if len(received) == STALL_AFTER:
+                        scope.cancel()
+            return scope.cancelled_caught
+
+    assert asyncio.run(main())
+    assert received == answer_chunks(ANSWER)[:STALL_AFTER]
+    assert_cancelled_partial_call(only_call(telemetry), provider)
+
+
+def test_client_disconnect_from_a_streaming_endpoint_records_a_cancelled_call(
+    fake: FakeLLM, telemetry: TelemetryClient
+) -> None:
+    """A FastAPI endpoint relays a streamed answer; its HTTP client disconnects mid-answer.
+    The server cancels the relay (anyio cancel scope): the ``llm_call`` is closed early,
+    cancelled and partial, with no error text holding memory addresses."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+
+    relay_done = threading.Event()
+    app = FastAPI()
+
+    @app.get("/relay")
+    async def relay() -> StreamingResponse:
+        llm = async_sdk("openai", fake, telemetry)
+        stream = await stalling_stream(llm)
+
+        async def words() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in stream:
+                    yield delta_text(chunk).encode()
+            finally:
+                with anyio.CancelScope(shield=True):  # clean up although cancelled
+                    await llm.close()
+                relay_done.set()
+
+        return StreamingResponse(words(), media_type="text/plain")
+
+    with serve_app(app) as server, httpx.Client(timeout=30) as http:
+        with http.stream("GET", f"{server.origin}/relay") as response:
+            seen = b""
+            for piece in response.iter_raw():
+                seen += piece
+                if seen == "".join(answer_chunks(ANSWER)[:STALL_AFTER]).encode():
+                    break  # leaving the block closes the connection mid-answer
+        assert relay_done.wait(30), "the server never cancelled the relay"
+    assert_cancelled_partial_call(only_call(telemetry), "openai")
+
+
+def test_error_texts_have_memory_addresses_masked(telemetry: TelemetryClient) -> None:
+    """An error whose text holds memory addresses is recorded with them masked, so
+    occurrences of the same error group together."""
+    text = "<Task pending name='Task-7' coro=<main() running at app.py:3> at 0x7f54a1b2c3d0>"
+    error = RuntimeError(f"Cancelled via cancel scope 7f54a1b2c3d0 by {text}")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise error
+
+    transport = InstrumentedTransport(httpx.MockTransport(handler), client=telemetry)
+    with httpx.Client(transport=transport) as http, pytest.raises(RuntimeError):
+        http.post("https://api.openai.com/v1/chat/completions", json={"model": "m"})
+    recorded = only_call(telemetry)["error"]
+    assert "7f54a1b2c3d0" not in recorded
+    assert recorded == (
+        "RuntimeError: Cancelled via cancel scope … by "
+        "<Task pending name='Task-7' coro=<main() running at app.py:3> at …>"
+    )
 
 
 # -- units: response formats without their SDKs ---------------------------------------------
@@ -683,7 +1015,8 @@ def test_sse_results_do_not_depend_on_chunking() -> None:
 
 
 def test_anthropic_json_parser_and_errors() -> None:
-    """Anthropic JSON: usage and text blocks; an error body gives the error message."""
+    """Anthropic JSON: usage (cache reads counted in the input) and text blocks; an error
+    body gives the error message."""
     body = {
         "type": "message",
         "model": "claude-x",
@@ -691,7 +1024,8 @@ def test_anthropic_json_parser_and_errors() -> None:
         "usage": {"input_tokens": 5, "output_tokens": 2, "cache_read_input_tokens": 9},
     }
     parser = parse(json.dumps(body).encode(), "application/json", step=3)
-    assert (parser.model, parser.input_tokens, parser.output_tokens) == ("claude-x", 5, 2)
+    assert (parser.model, parser.input_tokens, parser.output_tokens) == ("claude-x", 14, 2)
+    assert (parser.cache_read_input_tokens, parser.cache_creation_input_tokens) == (9, None)
     assert parser.answer == "A"
     error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
     parser = parse(json.dumps(error).encode(), "application/json")
@@ -821,3 +1155,63 @@ def test_already_read_mock_responses_are_recorded(telemetry: TelemetryClient) ->
         3,
         len(reply.content),
     )
+
+
+def test_token_details_are_normalised_across_formats() -> None:
+    """Input counts every prompt token (cache reads and writes too), output every generated
+    token (reasoning too), in every format; parts are kept beside them."""
+    anthropic_stream = sse(
+        {
+            "type": "message_start",
+            "message": {
+                "model": "claude-x",
+                "usage": {
+                    "input_tokens": 21,
+                    "cache_read_input_tokens": 5,
+                    "cache_creation_input_tokens": 3,
+                    "output_tokens": 1,
+                },
+            },
+        },
+        {"type": "message_delta", "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
+    )
+    responses_api = {
+        "object": "response",
+        "usage": {
+            "input_tokens": 30,
+            "input_tokens_details": {"cached_tokens": 20},
+            "output_tokens": 12,
+            "output_tokens_details": {"reasoning_tokens": 8},
+            "total_tokens": 42,
+        },
+    }
+    gemini = {
+        "usageMetadata": {
+            "promptTokenCount": 10,
+            "cachedContentTokenCount": 4,
+            "candidatesTokenCount": 6,
+            "thoughtsTokenCount": 5,
+            "totalTokenCount": 21,
+        }
+    }
+    # A gateway's OpenAI shape with Anthropic-style extras: prompt_tokens already has them.
+    gateway = {
+        "usage": {"prompt_tokens": 50, "completion_tokens": 2, "cache_read_input_tokens": 40}
+    }
+    cases = [
+        (anthropic_stream, "text/event-stream", (29, 9, None, 5, 3, None)),
+        (json.dumps(responses_api).encode(), "application/json", (30, 12, 42, 20, None, 8)),
+        (json.dumps(gemini).encode(), "application/json", (10, 11, 21, 4, None, 5)),
+        (json.dumps(gateway).encode(), "application/json", (50, 2, None, 40, None, None)),
+    ]
+    for body, content_type, expected in cases:
+        parser = parse(body, content_type, step=7)
+        assert (
+            parser.input_tokens,
+            parser.output_tokens,
+            parser.total_tokens,
+            parser.cache_read_input_tokens,
+            parser.cache_creation_input_tokens,
+            parser.reasoning_tokens,
+        ) == expected, body

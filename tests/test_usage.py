@@ -365,6 +365,68 @@ def test_record_from_event_is_total_and_flags_failures() -> None:
     )
 
 
+def test_cache_and_reasoning_tokens_are_kept_through_coalescing_and_shown(
+    store: UsageStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cache reads, cache writes and reasoning tokens of each call are summed exactly (also
+    once coalesced into minute buckets) and shown by every format."""
+    call = llm_call(
+        input_tokens=33,
+        output_tokens=9,
+        cache_read_input_tokens=5,
+        cache_creation_input_tokens=7,
+        reasoning_tokens=4,
+    )
+    record = UsageRecord.from_event(call, NOW - 100)
+    assert (record.total_tokens, record.cache_read_tokens) == (42, 5)
+    assert (record.cache_write_tokens, record.reasoning_tokens) == (7, 4)
+    monkeypatch.setattr(usage, "MAX_CALLS", 2)
+    monkeypatch.setattr(usage, "COALESCE_TO", 1)
+    result = store.merge([record._replace(ts=NOW - 100 + i) for i in range(3)], now=NOW)
+    assert (result.coalesced, result.calls) == (2, 1)
+    summary = usage.summarize(store.read(), 3600, now=NOW)
+    total = summary.to_dict()["total"]
+    assert (total["input_tokens"], total["output_tokens"], total["total_tokens"]) == (99, 27, 126)
+    assert (total["cache_read_tokens"], total["cache_write_tokens"]) == (15, 21)
+    assert total["reasoning_tokens"] == 12
+    header, everything = usage.format_text(summary).splitlines()[1:3]
+    assert header.split()[-5:] == ["cache", "read", "cache", "write", "reasoning"]
+    assert everything.split()[-3:] == ["15", "21", "12"]
+    assert usage.format_tmux(summary).endswith(
+        "tok=126 cached=15 cache_write=21 reasoning=12 | openai:gpt-4.1 reqs=3"
+    )
+
+
+def test_a_version_1_store_is_read_with_zero_cache_counts_and_upgraded(store: UsageStore) -> None:
+    """A store written before the cache/reasoning counts (version 1) keeps its totals; the
+    next merge rewrites it as version 2."""
+    _fs.ensure_dir(store.dir)
+    store.path.write_bytes(
+        orjson.dumps(
+            {
+                "version": 1,
+                "updated": NOW,
+                "series": [
+                    {
+                        "provider": "openai",
+                        "model": "gpt-4.1",
+                        "calls": [[NOW - 10, 1, 2, 3, 4, 7, 0]],
+                        "minutes": [[int(NOW) - 600, 2, 1, 10, 20, 30, 40, 70]],
+                    }
+                ],
+            }
+        )
+    )
+    before = totals(store, now=NOW)["total"]
+    assert (before["requests"], before["errors"], before["total_tokens"]) == (3, 1, 77)
+    assert before["cache_read_tokens"] == before["reasoning_tokens"] == 0
+    result = store.merge([rec(NOW - 5, cache_read_tokens=2)], now=NOW)
+    assert result.reset is None
+    assert orjson.loads(store.path.read_bytes())["version"] == 2
+    after = totals(store, now=NOW)["total"]
+    assert (after["requests"], after["total_tokens"], after["cache_read_tokens"]) == (4, 84, 2)
+
+
 # --- 3. corrupt stores -------------------------------------------------------------------------
 
 CORRUPT = {
@@ -507,6 +569,84 @@ def test_no_usage_thread_or_file_without_llm_calls(
     client.close(timeout=10)
     assert client._usage._thread is None
     assert not usage.usage_dir(client.settings.resolved_spool_dir).exists()
+
+
+def turn(**fields: Any) -> events.ChatTurn:
+    """A chat turn naming provider and model (as in the README quickstart)."""
+    values: dict[str, Any] = {"provider": "openai", "model": "gpt-4.1", "user_prompt": "hi"}
+    values.update(fields)
+    return events.ChatTurn(**values)
+
+
+def test_chat_turns_naming_provider_and_model_count_in_stats(
+    make_client: Callable[..., TelemetryClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README quickstart's chat turns (provider and model, no recorded LLM call) count as
+    requests in ``stats``, with their tokens; turns lacking provider or model do not."""
+    client = make_client()
+    client.emit(turn(assistant_final="hello", latency_ms=812))
+    client.emit(turn(input_tokens=412, output_tokens=96, status="error"))
+    client.emit(events.ChatTurn(model="gpt-4.1", user_prompt="no provider"))
+    client.emit(events.ChatTurn(provider="openai", user_prompt="no model"))
+    assert client.close(timeout=10).ok
+    summary = totals(store_of(client))
+    total = summary["total"]
+    assert (total["requests"], total["errors"]) == (2, 1)
+    assert (total["input_tokens"], total["output_tokens"], total["total_tokens"]) == (412, 96, 508)
+    assert [m["key"] for m in summary["models"]] == ["openai:gpt-4.1"]
+    monkeypatch.setenv("TELEMETRY_SPOOL_DIR", str(client.settings.resolved_spool_dir))
+    out = io.StringIO()
+    assert cli.main(["stats"], out=out) == 0
+    assert "no LLM calls" not in out.getvalue()
+    assert "openai:gpt-4.1" in out.getvalue()
+
+
+def test_chat_turn_already_captured_as_llm_call_is_not_counted_twice(
+    make_client: Callable[..., TelemetryClient],
+) -> None:
+    """A chat turn is skipped when its session recorded an llm_call for the same provider and
+    model (any case) since the session's previous turn for them; otherwise it counts."""
+    client = make_client()
+    client.emit(llm_call(), session_id="a")  # an instrumented call, then its turn: once
+    client.emit(turn(provider="OpenAI", model="GPT-4.1", input_tokens=999), session_id="a")
+    for _ in range(3):  # a tool loop: three calls, one turn
+        client.emit(llm_call(), session_id="b")
+    client.emit(turn(input_tokens=999), session_id="b")
+    client.emit(llm_call(), session_id="c")  # two sessions interleaved
+    client.emit(llm_call(), session_id="d")
+    client.emit(turn(input_tokens=999), session_id="c")
+    client.emit(turn(input_tokens=999), session_id="d")
+    client.emit(turn(input_tokens=7), session_id="a")  # no call of its own since: counts
+    client.emit(turn(provider="anthropic", model="claude", input_tokens=8), session_id="b")
+    assert client.close(timeout=10).ok
+    assert client.stats()["usage_turns_covered"] == 4
+    summary = totals(store_of(client))
+    assert summary["total"]["requests"] == 6 + 2
+    assert summary["total"]["input_tokens"] == 6 * 10 + 7 + 8  # the calls' own figures
+    assert {m["key"]: m["requests"] for m in summary["models"]} == {
+        "openai:gpt-4.1": 7,
+        "anthropic:claude": 1,
+    }
+
+
+def test_chat_turn_rule_remembers_a_bounded_number_of_sessions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the most recently used MAX_TRACKED_KEYS (session, provider, model) keys are
+    remembered: memory stays bounded; a forgotten session's turn counts."""
+    from telemetry_client import _usage_recorder
+
+    monkeypatch.setattr(_usage_recorder, "MAX_TRACKED_KEYS", 2)
+    st = UsageStore(usage.usage_dir(tmp_path / "spool"))
+    recorder = UsageRecorder(st, RateLimitedLogger())
+    for session in ("s1", "s2", "s3"):
+        recorder.add(llm_call(), session)
+    recorder.add(turn(), "s1")  # s1 was forgotten: counted
+    recorder.add(turn(), "s3")  # still remembered: covered
+    recorder.close(timeout=10)
+    assert len(recorder._calls_since_turn) <= 2
+    assert recorder.describe()["usage_turns_covered"] == 1
+    assert totals(st)["total"]["requests"] == 4
 
 
 def test_disabled_client_records_nothing(settings_factory: SettingsFactory) -> None:
@@ -699,6 +839,9 @@ def test_json_format_golden(fixed_store: UsageStore) -> None:
             "input_tokens": 1252,
             "output_tokens": 634,
             "total_tokens": 1886,
+            "cache_read_tokens": 0,
+            "cache_write_tokens": 0,
+            "reasoning_tokens": 0,
             "rpm": 0.0667,
         },
         "models": [
@@ -713,6 +856,9 @@ def test_json_format_golden(fixed_store: UsageStore) -> None:
                 "input_tokens": 1200,
                 "output_tokens": 600,
                 "total_tokens": 1800,
+                "cache_read_tokens": 0,
+                "cache_write_tokens": 0,
+                "reasoning_tokens": 0,
                 "rpm": 0.0333,
             },
             {
@@ -726,6 +872,9 @@ def test_json_format_golden(fixed_store: UsageStore) -> None:
                 "input_tokens": 40,
                 "output_tokens": 0,
                 "total_tokens": 40,
+                "cache_read_tokens": 0,
+                "cache_write_tokens": 0,
+                "reasoning_tokens": 0,
                 "rpm": 0.0167,
             },
             {
@@ -739,6 +888,9 @@ def test_json_format_golden(fixed_store: UsageStore) -> None:
                 "input_tokens": 12,
                 "output_tokens": 34,
                 "total_tokens": 46,
+                "cache_read_tokens": 0,
+                "cache_write_tokens": 0,
+                "reasoning_tokens": 0,
                 "rpm": 0.0167,
             },
         ],

@@ -19,12 +19,24 @@ streamed with ``stream_options.include_usage``), the OpenAI Responses API
 (``usage.input_tokens``..., ``response.*`` stream events), Anthropic messages
 (``usage``, ``message_start``/``message_delta``/``content_block_delta`` events) and
 Google Gemini (``usageMetadata``, ``candidates``; SSE or a JSON array).
+
+Token counts are normalised across providers, as in the OpenTelemetry GenAI conventions:
+``input_tokens`` is every prompt token, cached ones included (OpenAI's ``prompt_tokens``;
+Anthropic's ``input_tokens + cache_read_input_tokens + cache_creation_input_tokens``),
+``output_tokens`` every generated token, reasoning included (Gemini's
+``candidatesTokenCount + thoughtsTokenCount``). The parts are reported beside them:
+``cache_read_input_tokens`` (OpenAI ``*_tokens_details.cached_tokens``, Anthropic
+``cache_read_input_tokens``, Gemini ``cachedContentTokenCount``),
+``cache_creation_input_tokens`` (Anthropic) and ``reasoning_tokens`` (OpenAI
+``*_tokens_details.reasoning_tokens``, Gemini ``thoughtsTokenCount``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import sys
 import time
 import zlib
 from collections import deque
@@ -42,6 +54,8 @@ __all__ = [
     "Call",
     "ResponseParser",
     "detect_provider",
+    "error_text",
+    "is_cancellation",
     "is_llm_path",
     "parse_request",
 ]
@@ -73,6 +87,9 @@ DEFAULT_MAX_PARSE_BYTES = 8 * 1024 * 1024
 _TAIL_BYTES = 64 * 1024  # kept of an over-large JSON body: its usage object is at the end
 _MAX_SSE_EVENT_BYTES = 1024 * 1024  # a longer SSE event is skipped, not buffered
 _MAX_ERROR_CHARS = 1000
+# Memory addresses in exception texts (``<Task ... at 0x7f54...>``, anyio's ``cancel scope
+# 7f54...``) make every occurrence unique; they are masked so errors group.
+_ADDRESS = re.compile(r"\b0x[0-9a-fA-F]{6,}\b|(?<=cancel scope )[0-9a-fA-F]{6,}\b")
 _GEMINI_MODEL = re.compile(r"/(?:models|tunedModels)/([^/:]+):")
 _RESPONSES_TERMINAL = frozenset(
     ("response.completed", "response.incomplete", "response.failed", "response.done")
@@ -278,8 +295,10 @@ class ResponseParser:
 
     ``feed`` takes the raw (still encoded) chunks in order; ``close`` ends the body
     (call it once, also after a partial body). Results are the attributes ``model``,
-    ``input_tokens``, ``output_tokens``, ``total_tokens``, ``answer`` (``None`` unless
-    ``capture_content``) and ``error_message`` (from an error body or SSE error event).
+    ``input_tokens``, ``output_tokens``, ``total_tokens``, ``cache_read_input_tokens``,
+    ``cache_creation_input_tokens``, ``reasoning_tokens`` (normalised as the module
+    docstring says), ``answer`` (``None`` unless ``capture_content``) and ``error_message``
+    (from an error body or SSE error event).
     """
 
     __slots__ = (
@@ -290,19 +309,24 @@ class ResponseParser:
         "_head",
         "_head_len",
         "_identity",
+        "_input",
+        "_input_excludes_cache",
         "_max_bytes",
+        "_output",
+        "_output_excludes_reasoning",
         "_pending",
         "_pending_len",
         "_skip_event",
         "_sse",
         "_tail",
         "_tail_len",
+        "cache_creation_input_tokens",
+        "cache_read_input_tokens",
         "complete",
         "dead",
         "error_message",
-        "input_tokens",
         "model",
-        "output_tokens",
+        "reasoning_tokens",
         "total_tokens",
     )
 
@@ -323,9 +347,14 @@ class ResponseParser:
         self._capture = capture_content
         self._max_bytes = max_bytes
         self.model: str | None = None
-        self.input_tokens: int | None = None
-        self.output_tokens: int | None = None
+        self._input: int | None = None  # the provider's own prompt/input figure
+        self._output: int | None = None
+        self._input_excludes_cache = False  # Anthropic: input_tokens leaves cache reads/writes out
+        self._output_excludes_reasoning = False  # Gemini: candidates leave thoughts out
         self.total_tokens: int | None = None
+        self.cache_read_input_tokens: int | None = None
+        self.cache_creation_input_tokens: int | None = None
+        self.reasoning_tokens: int | None = None
         self.error_message: str | None = None
         #: True once the body's own end was seen ([DONE], message_stop, a whole JSON...).
         self.complete = False
@@ -340,6 +369,22 @@ class ResponseParser:
         self._pending_len = 0
         self._skip_event = False
         self._cr = False
+
+    @property
+    def input_tokens(self) -> int | None:
+        """Every prompt token, cached ones included."""
+        n = self._input
+        if n is None or not self._input_excludes_cache:
+            return n
+        return n + (self.cache_read_input_tokens or 0) + (self.cache_creation_input_tokens or 0)
+
+    @property
+    def output_tokens(self) -> int | None:
+        """Every generated token, reasoning included."""
+        n = self._output
+        if n is None or not self._output_excludes_reasoning:
+            return n
+        return n + (self.reasoning_tokens or 0)
 
     @property
     def answer(self) -> str | None:
@@ -601,16 +646,40 @@ class ResponseParser:
             self.model = value
 
     def _usage(self, usage: Mapping[str, Any]) -> None:
-        """OpenAI ``prompt_/completion_``, Responses/Anthropic ``input_/output_``, Gemini."""
+        """OpenAI ``prompt_/completion_``, Responses/Anthropic ``input_/output_``, Gemini.
+
+        A later usage object updates only the figures it holds (Anthropic's
+        ``message_delta`` carries the final ``output_tokens``; its input figures, when
+        present, are cumulative too).
+        """
         n = _first_int(usage, "prompt_tokens", "input_tokens", "promptTokenCount")
         if n is not None:
-            self.input_tokens = n
+            self._input = n
         n = _first_int(usage, "completion_tokens", "output_tokens", "candidatesTokenCount")
         if n is not None:
-            self.output_tokens = n
+            self._output = n
         n = _first_int(usage, "total_tokens", "totalTokenCount")
         if n is not None:
             self.total_tokens = n
+        details = usage.get("prompt_tokens_details") or usage.get("input_tokens_details")
+        n = _as_int(details.get("cached_tokens")) if isinstance(details, dict) else None
+        if n is None:
+            n = _first_int(usage, "cache_read_input_tokens", "cachedContentTokenCount")
+        if n is not None:
+            self.cache_read_input_tokens = n
+        n = _as_int(usage.get("cache_creation_input_tokens"))
+        if n is not None:
+            self.cache_creation_input_tokens = n
+        if "prompt_tokens" not in usage and (
+            "cache_read_input_tokens" in usage or "cache_creation_input_tokens" in usage
+        ):
+            self._input_excludes_cache = True  # Anthropic's shape (gateways' OpenAI shape: not)
+        details = usage.get("completion_tokens_details") or usage.get("output_tokens_details")
+        n = _as_int(details.get("reasoning_tokens")) if isinstance(details, dict) else None
+        if n is None and (n := _as_int(usage.get("thoughtsTokenCount"))) is not None:
+            self._output_excludes_reasoning = True  # Gemini
+        if n is not None:
+            self.reasoning_tokens = n
 
     def _error(self, err: Any) -> None:
         text: str | None = None
@@ -647,15 +716,42 @@ class ResponseParser:
 # -- one call ---------------------------------------------------------------------------
 
 
+def is_cancellation(exc: BaseException) -> bool:
+    """``exc`` says the caller stopped waiting (task cancelled, Ctrl-C), not that the call failed.
+
+    asyncio's ``CancelledError`` (also what anyio raises on asyncio), trio's ``Cancelled``
+    and ``KeyboardInterrupt``.
+    """
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return True
+    trio = sys.modules.get("trio")  # never imported here: only if the app uses it
+    cancelled = getattr(trio, "Cancelled", None)
+    return isinstance(cancelled, type) and isinstance(exc, cancelled)
+
+
+def error_text(exc: BaseException) -> str:
+    """``"Type: message"`` for an event, memory addresses masked (so errors group), bounded."""
+    text = _ADDRESS.sub("…", str(exc))
+    name = type(exc).__name__
+    return (f"{name}: {text}" if text else name)[:_MAX_ERROR_CHARS]
+
+
 class Call:
     """One recorded LLM call, from request to emitted :class:`LLMCall`.
 
     Every method is safe to call from the caller's path: failures are reported through
     ``on_error(where, exc)`` and swallowed, never raised. ``finish`` emits exactly once.
+
+    A call that ends before its body's own end (``finish(closed_early=True)``: the caller
+    closed the response; or ``fail`` with a cancellation: the caller's task was cancelled,
+    e.g. its client disconnected) is emitted with ``closed_early`` (and ``cancelled``), no
+    ``error``, and ``partial``: the answer and usage are what had arrived. A read error
+    after the head is an ``error`` with ``partial`` set the same way.
     """
 
     __slots__ = (
         "_body",
+        "_cancelled",
         "_capture",
         "_closed_early",
         "_emit",
@@ -663,6 +759,7 @@ class Call:
         "_max_bytes",
         "_on_error",
         "_parser",
+        "_partial",
         "_t0",
         "done",
         "endpoint",
@@ -698,6 +795,8 @@ class Call:
         self._parser: ResponseParser | None = None
         self._error: str | None = None
         self._closed_early = False
+        self._cancelled = False
+        self._partial = False
         self.done = False
 
     def on_response(self, status: int, content_type: str, content_encoding: str) -> None:
@@ -735,11 +834,19 @@ class Call:
             self._on_error("parse", exc)
 
     def fail(self, exc: BaseException) -> None:
-        """The request or the body read failed with ``exc`` (the caller sees it unchanged)."""
+        """The request or the body read ended with ``exc`` (the caller sees it unchanged).
+
+        A cancellation (:func:`is_cancellation`) is not an error: the call is emitted as
+        closed early and cancelled.
+        """
+        if self.done:
+            return
         try:
-            text = str(exc)
-            name = type(exc).__name__
-            self._error = (f"{name}: {text}" if text else name)[:_MAX_ERROR_CHARS]
+            if is_cancellation(exc):
+                self._cancelled = True
+                self.finish(closed_early=True)
+                return
+            self._error = error_text(exc)
         except Exception as err:
             self._on_error("fail", err)
         self.finish()
@@ -757,10 +864,14 @@ class Call:
                 self._parser = parser = None
                 self._on_error("parse", exc)
         try:
-            self._closed_early = (
-                closed_early
-                and self._error is None
-                and not (parser is not None and parser.complete)
+            complete = parser is not None and parser.complete
+            self._closed_early = closed_early and self._error is None and not complete
+            self._cancelled = self._cancelled and self._closed_early
+            # What arrived is only part of the answer (an answer had started: a status).
+            self._partial = (
+                self.status is not None
+                and not complete
+                and (self._closed_early or self._error is not None)
             )
             self._emit(self._event())
         except Exception as exc:
@@ -778,7 +889,7 @@ class Call:
             self._on_error("request", exc)
         self._body = None
         answer = None
-        inp = out = total = None
+        inp = out = total = cache_read = cache_creation = reasoning = None
         error = self._error
         if parser is not None:
             stream = stream or parser.streamed
@@ -786,6 +897,9 @@ class Call:
             inp, out, total = parser.input_tokens, parser.output_tokens, parser.total_tokens
             if total is None and inp is not None and out is not None:
                 total = inp + out
+            cache_read = parser.cache_read_input_tokens
+            cache_creation = parser.cache_creation_input_tokens
+            reasoning = parser.reasoning_tokens
             answer = parser.answer
             if error is None and self.status is not None and self.status >= 400:
                 msg = parser.error_message
@@ -805,7 +919,12 @@ class Call:
             input_tokens=inp,
             output_tokens=out,
             total_tokens=total,
+            cache_read_input_tokens=cache_read,
+            cache_creation_input_tokens=cache_creation,
+            reasoning_tokens=reasoning,
             prompt=prompt,
             answer=answer if self._capture else None,
-            attributes={"closed_early": True} if self._closed_early else None,
+            closed_early=True if self._closed_early else None,
+            cancelled=True if self._cancelled else None,
+            partial=True if self._partial else None,
         )

@@ -49,6 +49,8 @@ from ..client import TelemetryClient
 from ..settings import TelemetrySettings
 from ._asgi import (
     HTTP_REQUEST,
+    NORMAL_CLOSE_CODES,
+    UNMATCHED_ROUTE,
     WEBSOCKET_SESSION,
     TelemetryMiddleware,
     bind_session,
@@ -61,6 +63,8 @@ from ._asgi import (
 
 __all__ = [
     "HTTP_REQUEST",
+    "NORMAL_CLOSE_CODES",
+    "UNMATCHED_ROUTE",
     "WEBSOCKET_SESSION",
     "Telemetry",
     "TelemetryMiddleware",

@@ -1,15 +1,21 @@
 """LLM calls over httpx: a transport wrapper that emits one ``events.LLMCall`` per LLM request.
 
-The official ``openai`` and ``anthropic`` SDKs send through an httpx client you can pass
-in, so one wrapped transport records every model call they make::
+The official ``openai`` and ``anthropic`` SDKs send through an httpx (or ``httpx2``)
+client, so one wrapped transport records every model call they make::
 
-    import openai
-    from telemetry_client.integrations.httpx import instrumented_http_client
+    import anthropic, openai
+    from telemetry_client.integrations.httpx import instrument, instrumented_http_client
 
-    llm = openai.OpenAI(http_client=instrumented_http_client(telemetry))
+    llm = instrument(anthropic.Anthropic(), telemetry)  # wraps the SDK's own client
+    gpt = openai.OpenAI(http_client=instrumented_http_client(telemetry))
 
-    # or wrap a client you already have (also an SDK client, or an ``httpx2`` client):
+    # or wrap an httpx/httpx2 client you already have:
     instrument(existing_http_client, telemetry, capture_content=True)
+
+``instrument()`` accepts ``httpx``/``httpx2`` clients and the SDK clients built on them:
+``openai`` >= 1.0 and ``anthropic`` >= 0.30 (sync and async). Like a Sentry or
+OpenTelemetry integration, it never stops the app: given anything else, it logs one
+warning and returns the object unchanged (nothing is recorded for it).
 
 What is an LLM call: by default a ``POST`` to a path ending in ``/chat/completions``,
 ``/completions``, ``/responses``, ``/messages``, ``/embeddings``, ``:generateContent`` or
@@ -18,17 +24,20 @@ passes straight through.
 
 Per call the event records the provider (from the host, ``provider_overrides`` first),
 model, URL path (no query), status, error, latency (request start to the end of the
-body), whether it streamed, body bytes on the wire each way, token usage and, with
-``capture_content=True``, the prompt and the answer (redacted by the client, large ones
-moved to attachments). The event is emitted when the caller has read the body to its end
-or closed the response; a response closed before its end carries the attribute
-``closed_early: true`` with whatever answer had arrived.
+body), whether it streamed, body bytes on the wire each way, token usage (input, output,
+total, cache reads and writes, reasoning) and, with ``capture_content=True``, the prompt
+and the answer (redacted by the client, large ones moved to attachments). The event is
+emitted when the caller has read the body to its end or closed the response. A response
+closed before its end carries ``closed_early: true`` and ``partial: true`` with whatever
+answer and usage had arrived; when the caller's task was cancelled meanwhile (a client
+disconnecting from a streaming endpoint), also ``cancelled: true``, and no ``error``.
+Error texts have memory addresses masked, so equal errors group.
 
 The wrapper never changes what the caller receives and never raises into it: the body
 is observed chunk by chunk as the caller reads it (no extra buffering, no extra reads),
 every telemetry step is guarded (failures counted in ``stats()["errors"]`` and logged,
 rate-limited), and the caller's own exceptions (connect errors, timeouts, cancellation)
-propagate unchanged, after an ``LLMCall`` with ``error`` is emitted.
+propagate unchanged, after the ``LLMCall`` is emitted.
 """
 
 from __future__ import annotations
@@ -42,7 +51,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .._log import RateLimitedLogger
+from .._log import RateLimitedLogger, logger
 from ..client import TelemetryClient
 from ..events import LLMCall
 from ._llm import (
@@ -386,6 +395,24 @@ class AsyncInstrumentedTransport(httpx.AsyncBaseTransport):
 # -- convenience ------------------------------------------------------------------------
 
 
+def _http_client_of(obj: Any) -> Any:
+    """The httpx-like client to wrap: ``obj`` itself, or the one an SDK client holds.
+
+    An httpx client has a ``send`` method and a transport in ``_transport``. The SDKs hold
+    theirs as ``_client``; openai 1.x and anthropic 0.x also have a ``_transport``
+    attribute of their own, left ``None``, so that alone does not make an HTTP client.
+    """
+    for candidate in (obj, getattr(obj, "_client", None)):
+        transport = getattr(candidate, "_transport", None)
+        if (
+            callable(getattr(candidate, "send", None))
+            and transport is not None
+            and (hasattr(transport, "handle_request") or hasattr(transport, "handle_async_request"))
+        ):
+            return candidate
+    return None
+
+
 def instrument(
     http_client: _T,
     telemetry: TelemetryClient,
@@ -398,22 +425,52 @@ def instrument(
     """Wrap the transports of an existing client in place and return the client.
 
     ``http_client`` is an ``httpx.Client``/``AsyncClient``, the same from ``httpx2``, or
-    an SDK client holding one as ``_client`` (``openai.OpenAI``, ``anthropic.Anthropic``,
-    their async variants). Mounted transports (proxies) are wrapped too; transports
-    already instrumented are left as they are. Raises ``TypeError`` for anything else.
+    an SDK client holding one as ``_client`` (``openai.OpenAI``/``AsyncOpenAI`` >= 1.0,
+    ``anthropic.Anthropic``/``AsyncAnthropic`` >= 0.30). Mounted transports (proxies) are
+    wrapped too; transports already instrumented are left as they are.
+
+    Never raises: for anything else (or if wrapping fails) it logs one warning naming
+    the type and returns ``http_client`` unchanged, so a telemetry problem cannot stop
+    the app's startup (as Sentry and OpenTelemetry integrations behave).
     """
-    target: Any = http_client
-    if not hasattr(target, "_transport") and hasattr(target, "_client"):
-        target = target._client  # an SDK client wrapping its HTTP client
-    if getattr(target, "_transport", None) is None or not hasattr(target, "send"):
-        raise TypeError(f"instrument() needs an httpx client, got {type(http_client).__name__}")
-    options: dict[str, Any] = {
-        "client": telemetry,
-        "capture_content": capture_content,
-        "provider_overrides": provider_overrides,
-        "should_record": should_record,
-        "max_parse_bytes": max_parse_bytes,
-    }
+    try:
+        target = _http_client_of(http_client)
+        if target is None:
+            logger.warning(
+                "telemetry: instrument() cannot record LLM calls made through a %s: expected "
+                "an httpx/httpx2 Client or AsyncClient, or an SDK client holding one "
+                "(openai>=1.0, anthropic>=0.30); it is returned unchanged, not instrumented",
+                _type_name(http_client),
+            )
+            return http_client
+        _wrap_transports(
+            target,
+            {
+                "client": telemetry,
+                "capture_content": capture_content,
+                "provider_overrides": provider_overrides,
+                "should_record": should_record,
+                "max_parse_bytes": max_parse_bytes,
+            },
+        )
+    except Exception as exc:
+        logger.warning(
+            "telemetry: instrument() could not wrap the transport of a %s (%s: %s); "
+            "it is returned unchanged, not instrumented",
+            _type_name(http_client),
+            type(exc).__name__,
+            exc,
+        )
+    return http_client
+
+
+def _type_name(obj: Any) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _wrap_transports(target: Any, options: dict[str, Any]) -> None:
+    """Replace ``target``'s transport and mounted transports by instrumented ones."""
     is_async = inspect.iscoroutinefunction(target.send)
 
     def wrap(transport: Any) -> Any:
@@ -425,12 +482,12 @@ def instrument(
             return AsyncInstrumentedTransport(transport, **options)
         return InstrumentedTransport(transport, **options)
 
-    target._transport = wrap(target._transport)
     mounts = getattr(target, "_mounts", None)
-    if isinstance(mounts, dict):
-        for pattern, transport in list(mounts.items()):
-            mounts[pattern] = wrap(transport)
-    return http_client
+    if not isinstance(mounts, dict):
+        mounts = {}
+    wrapped = {pattern: wrap(transport) for pattern, transport in mounts.items()}
+    target._transport = wrap(target._transport)  # all built first: nothing half-wrapped
+    mounts.update(wrapped)
 
 
 def instrumented_http_client(
@@ -443,7 +500,9 @@ def instrumented_http_client(
     **httpx_kwargs: Any,
 ) -> httpx.Client:
     """A new ``httpx.Client(**httpx_kwargs)`` that records LLM calls, e.g. for
-    ``openai.OpenAI(http_client=...)`` or ``anthropic.Anthropic(http_client=...)``."""
+    ``openai.OpenAI(http_client=...)`` or, before anthropic 2.0,
+    ``anthropic.Anthropic(http_client=...)`` (anthropic 2.x takes ``httpx2`` clients only:
+    ``instrument(anthropic.Anthropic(), telemetry)`` works on every line)."""
     return instrument(
         httpx.Client(**httpx_kwargs),
         telemetry,
