@@ -216,6 +216,11 @@ class Batcher:
                 writer.join(max(0.0, deadline - time.monotonic()))
             else:
                 self._drain_at_close()  # no writer thread (never started, or a forked child)
+            sealer = self._sealer
+            if sealer is not None and sealer.is_alive():
+                # It may be writing a batch it took before we began: that write lands (or
+                # fails and is counted) before we say what is on disk.
+                sealer.join(max(0.0, deadline - time.monotonic()))
         finally:
             self._closed = True  # from here on, a thread that ends counts what it holds
             lost = self._count_leftovers_lost()

@@ -268,6 +268,45 @@ def test_a_write_failing_after_close_gave_up_is_still_counted(tmp_path: Path) ->
     assert spool.pending().events == 5
 
 
+def test_close_waits_for_the_batch_the_sealer_is_writing(tmp_path: Path) -> None:
+    """A batch the sealer thread took before close() began is on disk when close() returns:
+    close() says drained, nothing is pending, nothing is lost (a fork test caught close()
+    returning while that write was still in flight)."""
+    spool = Spool(tmp_path / "spool", max_bytes=1 << 30, fsync=False)
+    batcher = _batcher(spool, batch_max_events=20)
+    entered, release = threading.Event(), threading.Event()
+    real_seal = spool.seal
+
+    def seal(body: bytes, n_events: int, **kw: Any) -> Any:
+        me = threading.current_thread().name
+        if me == "telemetry-spool-sealer" and not entered.is_set():
+            entered.set()
+            assert release.wait(60)
+            writer = batcher._thread
+            assert writer is not None
+            writer.join(60)  # finish only after the writer thread has drained and ended
+        elif me == "telemetry-spool-writer":
+            release.set()  # close()'s drain is under way
+        return real_seal(body, n_events, **kw)
+
+    spool.seal = seal  # type: ignore[method-assign]
+    batcher.start()
+    for i in range(20):  # one full batch: cut by the writer, taken by the sealer, held
+        batcher.buffer.append(_record(i))
+    batcher.wake.set()
+    assert entered.wait(30)
+    for i in range(20, 25):
+        batcher.buffer.append(_record(i))
+
+    outcome = batcher.close(timeout=60)
+
+    assert (outcome.written_events, outcome.lost_events) == (5, 0)
+    assert outcome.drained
+    assert batcher.pending_events() == 0
+    assert spool.pending().events == 25
+    assert spool.dropped().events == 0
+
+
 # --- large shutdown batches and the collector's limits ------------------------------------------
 
 
