@@ -20,8 +20,8 @@ from contextlib import contextmanager
 import orjson
 from workload import make_events
 
-from telemetry_client import _redact
-from telemetry_client._redact import Redactor
+from telemetry_client.encode import redact as _redact
+from telemetry_client.encode.redact import Redactor
 
 PROSE = (
     "The user asked why the retry loop never backs off. Looking at the decoder, the scanner "

@@ -17,9 +17,9 @@ import timeit
 from pathlib import Path
 
 from telemetry_client import events, usage
-from telemetry_client._log import RateLimitedLogger
-from telemetry_client._usage_recorder import UsageRecorder
-from telemetry_client.usage import UsageRecord, UsageStore
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.usage.recorder import UsageRecorder
+from telemetry_client.usage.store import UsageRecord, UsageStore
 
 NOW = 1_763_719_200.0
 ADDS = 20_000

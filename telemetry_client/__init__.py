@@ -4,13 +4,13 @@ Data path: ``TelemetryClient.emit()`` -> in-memory buffer -> writer thread (enco
 zstd) -> ``spool`` on disk -> uploader -> collector.
 """
 
-from . import events
-from ._version import __version__
-from .client import FlushResult, TelemetryClient
-from .context import session_context
-from .errors import ClientClosedError, ConfigError, TelemetryError
-from .settings import TelemetrySettings
-from .spool import Spool
+from telemetry_client import events
+from telemetry_client._version import __version__
+from telemetry_client.client import FlushResult, TelemetryClient
+from telemetry_client.context import session_context
+from telemetry_client.errors import ClientClosedError, ConfigError, TelemetryError
+from telemetry_client.settings import TelemetrySettings
+from telemetry_client.spool import Spool
 
 __all__ = [
     "ClientClosedError",

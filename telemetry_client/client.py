@@ -42,21 +42,22 @@ from typing import Any
 
 import anyio.to_thread
 
-from . import _env_info
-from ._batcher import Batcher
-from ._encode import Encoder
-from ._log import RateLimitedLogger, logger
-from ._redact import Redactor
-from ._usage_recorder import UsageRecorder
-from .context import _session_id, _user_id
-from .errors import ClientClosedError
-from .events import ChatTurn, Event, LLMCall
-from .files import TrackedFile
-from .run import RunRecorder
-from .settings import TelemetrySettings
-from .spool import Spool
-from .upload import Uploader
-from .usage import UsageStore, usage_dir
+from telemetry_client._internal import env_info as _env_info
+from telemetry_client._internal.log import RateLimitedLogger, logger
+from telemetry_client.agent import files
+from telemetry_client.agent.files import TrackedFile
+from telemetry_client.agent.run import RunRecorder
+from telemetry_client.batch.batcher import Batcher
+from telemetry_client.context import _session_id, _user_id
+from telemetry_client.encode.encoder import Encoder
+from telemetry_client.encode.redact import Redactor
+from telemetry_client.errors import ClientClosedError
+from telemetry_client.events import ChatTurn, Event, LLMCall
+from telemetry_client.settings import TelemetrySettings
+from telemetry_client.spool import Spool
+from telemetry_client.upload import Uploader
+from telemetry_client.usage.recorder import UsageRecorder
+from telemetry_client.usage.store import UsageStore, usage_dir
 
 __all__ = ["FlushResult", "TelemetryClient"]
 
@@ -435,7 +436,7 @@ class TelemetryClient:
         if self._state is _State.OPEN:
             self._state = _State.UNOPENED  # restart lazily in the child
 
-    # -- agent runs and file changes (run.py, files.py) -------------------------------------
+    # -- agent runs and file changes (agent/run.py, agent/files.py) -----------------------
 
     def run(
         self,
@@ -452,7 +453,7 @@ class TelemetryClient:
 
         Emits ``started`` (a new UUID ``run_id`` unless given, ``toolchain``, ``model``,
         ``extra``), the events of ``run.prompt_sent(...)``, ``run.response_chunk(...)``, ...
-        and ``completed``; see :mod:`telemetry_client.run` for statuses, coalescing of
+        and ``completed``; see :mod:`telemetry_client.agent.run` for statuses, coalescing of
         streamed chunks (``coalesce_bytes``/``coalesce_ms``; ``clock`` is injectable) and costs.
         """
         return RunRecorder(
@@ -477,11 +478,9 @@ class TelemetryClient:
     ) -> str:
         """Emit a ``file_operation`` (diff and line counts, or a binary summary); returns its id.
 
-        The diff runs on the caller's thread (cost: :mod:`telemetry_client.files`); large
+        The diff runs on the caller's thread (cost: :mod:`telemetry_client.agent.files`); large
         contents become attachments on the writer thread. Never raises.
         """
-        from . import files
-
         return files.file_operation(
             self, path, before=before, after=after, op=op, op_id=op_id, extra=extra
         )
@@ -502,8 +501,6 @@ class TelemetryClient:
         errors) propagate as without telemetry, and then nothing is emitted. Returns the
         operation id.
         """
-        from . import files
-
         return files.write_file(
             self, path, content, encoding=encoding, op=op, op_id=op_id, extra=extra
         )
@@ -528,14 +525,10 @@ class TelemetryClient:
         Another value is coerced (case, past tense; else ``"invalid"``), counted in
         ``tracking_stats()["coerced"]`` and logged; never raises.
         """
-        from . import files
-
         files.change_decision(self, op_id, decision, reason=reason, extra=extra)
 
     def tracking_stats(self) -> dict[str, Any]:
         """Counters of runs and file tracking: ``coerced`` by kind, ``tracking_errors``."""
-        from . import files
-
         return files.tracking(self).snapshot()
 
 

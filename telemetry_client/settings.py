@@ -38,8 +38,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from telemetry_client._log import logger
-from telemetry_client._units import format_size, parse_duration_s, parse_size
+from telemetry_client._internal.log import logger
+from telemetry_client._internal.units import format_size, parse_duration_s, parse_size
 from telemetry_client.errors import ConfigError
 
 __all__ = ["TelemetrySettings"]

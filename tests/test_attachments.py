@@ -1,6 +1,6 @@
 """Attachments, emit side: large fields move out of events into content-addressed blobs.
 
-Covers the encoder rules (``_encode.py``), the blob store of the spool (``spool/store.py``
+Covers the encoder rules (``encode/encoder.py``), the blob store of the spool (``spool/store.py``
 invariant 6, ``spool/blobs.py``) and the path through ``TelemetryClient``. Storage tests end
 with ``spool.check() == []``; nothing sleeps to synchronise.
 """
@@ -22,12 +22,12 @@ import pytest
 import zstandard
 
 from telemetry_client import TelemetryClient, TelemetrySettings
-from telemetry_client._batcher import Batcher
-from telemetry_client._encode import EXCERPT_BYTES, Encoder
-from telemetry_client._log import RateLimitedLogger
-from telemetry_client._redact import Redactor
+from telemetry_client._internal import fs as spool_fs
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.batch.batcher import Batcher
+from telemetry_client.encode.encoder import EXCERPT_BYTES, Encoder
+from telemetry_client.encode.redact import Redactor
 from telemetry_client.spool import Spool
-from telemetry_client.spool import _fs as spool_fs
 from telemetry_client.spool.blobs import BINARY, TEXT, AttachmentRef, BlobName, attachment_refs
 
 LIMIT = 1024  # inline limit of these tests

@@ -15,7 +15,8 @@ import orjson
 import pytest
 from conftest import COLLECTOR_TOKEN, CollectorHandle, child_env
 
-from telemetry_client import Spool, TelemetryClient, TelemetrySettings, _ids, events
+from telemetry_client import Spool, TelemetryClient, TelemetrySettings, events
+from telemetry_client._internal import ids as _ids
 
 STATUS_KEYS = {
     "enabled",

@@ -30,7 +30,7 @@ from telemetry_client import (
     events,
     session_context,
 )
-from telemetry_client._batcher import HANDOFF_CHUNK
+from telemetry_client.batch.batcher import HANDOFF_CHUNK
 
 
 @pytest.fixture(autouse=True)

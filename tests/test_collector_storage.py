@@ -13,9 +13,9 @@ from conftest import CollectorHandle, collector_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetry_client.collector import storage as storage_mod
 from telemetry_client.collector._decode import validate_envelope
-from telemetry_client.collector.storage import EventQuery, Storage, StorageError, partition_name
+from telemetry_client.collector.store import files as storage_mod
+from telemetry_client.collector.store.files import EventQuery, Storage, StorageError, partition_name
 
 HOSTILE_IDS = [
     "../../etc",

@@ -15,8 +15,14 @@ import zstandard
 from hypothesis import given
 from hypothesis import strategies as st
 
-from telemetry_client import TelemetryClient, TelemetrySettings, files
-from telemetry_client.files import describe_change, is_binary, normalize_decision, unified_diff
+from telemetry_client import TelemetryClient, TelemetrySettings
+from telemetry_client.agent import files
+from telemetry_client.agent.files import (
+    describe_change,
+    is_binary,
+    normalize_decision,
+    unified_diff,
+)
 
 SettingsFactory = Callable[..., TelemetrySettings]
 

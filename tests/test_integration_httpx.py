@@ -42,7 +42,6 @@ from _fake_llm import (
 
 from telemetry_client import TelemetryClient, TelemetrySettings, session_context
 from telemetry_client import usage as usage_store
-from telemetry_client.integrations import _llm
 from telemetry_client.integrations.httpx import (
     AsyncInstrumentedTransport,
     InstrumentedTransport,
@@ -52,6 +51,7 @@ from telemetry_client.integrations.httpx import (
     instrumented_async_http_client,
     instrumented_http_client,
 )
+from telemetry_client.llm import parse as _llm
 
 _C = TypeVar("_C")
 FAKE_HOST = {"127.0.0.1": "openai"}  # the fake is reported as OpenAI

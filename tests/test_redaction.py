@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from telemetry_client import _redact
-from telemetry_client._redact import Redactor
+from telemetry_client.encode import redact as _redact
+from telemetry_client.encode.redact import Redactor
 
 # Token-shaped fakes are assembled at runtime so secret scanners do not flag this file.
 

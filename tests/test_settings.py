@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from telemetry_client import settings as settings_module
-from telemetry_client._units import format_size, parse_duration_s, parse_size
+from telemetry_client._internal.units import format_size, parse_duration_s, parse_size
 from telemetry_client.errors import ConfigError
 from telemetry_client.settings import TelemetrySettings
 

@@ -24,12 +24,12 @@ import pytest
 from conftest import CollectorHandle, wait_until
 
 from telemetry_client import Spool, TelemetryClient, TelemetrySettings
-from telemetry_client._batcher import SHUTDOWN_BATCH_BYTES, Batcher
-from telemetry_client._encode import Encoder
-from telemetry_client._log import RateLimitedLogger
-from telemetry_client._redact import Redactor
-from telemetry_client.cli import status_dict
-from telemetry_client.spool import _fs as spool_fs
+from telemetry_client._internal import fs as spool_fs
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.batch.batcher import SHUTDOWN_BATCH_BYTES, Batcher
+from telemetry_client.cli.main import status_dict
+from telemetry_client.encode.encoder import Encoder
+from telemetry_client.encode.redact import Redactor
 
 SettingsFactory = Callable[..., TelemetrySettings]
 _BATCH_TMP = re.compile(r"^[0-9a-f]{32}\.\d+\.tmp$")

@@ -30,10 +30,11 @@ import pytest
 import zstandard
 from conftest import wait_until
 
-from telemetry_client import TelemetryClient, TelemetrySettings, _batcher
-from telemetry_client import _ids as ids
+from telemetry_client import TelemetryClient, TelemetrySettings
+from telemetry_client._internal import fs as spool_fs
+from telemetry_client._internal import ids
+from telemetry_client.batch import batcher as _batcher
 from telemetry_client.spool import BatchName, Claim, PendingStats, Spool
-from telemetry_client.spool import _fs as spool_fs
 
 S = 1_000_000_000  # ns per second
 DAY = 86_400 * S

@@ -29,9 +29,9 @@ from conftest import wait_until
 
 import telemetry_client
 from telemetry_client import TelemetryClient, TelemetrySettings
-from telemetry_client._encode import Encoder, format_ts
-from telemetry_client._log import RateLimitedLogger
-from telemetry_client._redact import Redactor
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.encode.encoder import Encoder, format_ts
+from telemetry_client.encode.redact import Redactor
 from telemetry_client.spool import BatchName, Spool
 from telemetry_client.testing import FakeClock, FixedJitter
 from telemetry_client.upload import Control, Step, Uploader

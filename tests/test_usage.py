@@ -26,11 +26,12 @@ import pytest
 from _procs.usage_writer import call as writer_call
 from conftest import child_env, wait_until
 
-from telemetry_client import Spool, TelemetryClient, TelemetrySettings, cli, events, usage
-from telemetry_client._log import RateLimitedLogger
-from telemetry_client._usage_recorder import UsageRecorder
-from telemetry_client.spool import _fs
-from telemetry_client.usage import UsageRecord, UsageSnapshot, UsageStore
+from telemetry_client import Spool, TelemetryClient, TelemetrySettings, cli, events
+from telemetry_client._internal import fs as _fs
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.usage import store as usage
+from telemetry_client.usage.recorder import UsageRecorder
+from telemetry_client.usage.store import UsageRecord, UsageSnapshot, UsageStore
 
 PROCS = Path(__file__).parent / "_procs"
 NOW = 1_763_719_200.0  # 2025-11-21 10:00:00 UTC, a whole minute
@@ -634,7 +635,7 @@ def test_chat_turn_rule_remembers_a_bounded_number_of_sessions(
 ) -> None:
     """Only the most recently used MAX_TRACKED_KEYS (session, provider, model) keys are
     remembered: memory stays bounded; a forgotten session's turn counts."""
-    from telemetry_client import _usage_recorder
+    from telemetry_client.usage import recorder as _usage_recorder
 
     monkeypatch.setattr(_usage_recorder, "MAX_TRACKED_KEYS", 2)
     st = UsageStore(usage.usage_dir(tmp_path / "spool"))

@@ -4,7 +4,7 @@
 telemetry_client.collector``) serves the native v1 protocol (CONTRACT §5, §8): batches of
 events with auth, size limits, rate limits and dedupe on ``Idempotency-Key``; attachments
 stored by sha256; a query endpoint; health and Prometheus metrics. Data is fsync'ed before
-any 2xx; the on-disk layout is documented in :mod:`telemetry_client.collector.storage`.
+any 2xx; the on-disk layout is documented in :mod:`telemetry_client.collector.store.files`.
 
 In Python::
 
@@ -21,8 +21,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
         " pip install 'telemetry-client[collector]'"
     ) from exc
 
-from ._config import CollectorConfig
-from ._serve import main, running_collector
-from .app import create_app
+from telemetry_client.collector._config import CollectorConfig
+from telemetry_client.collector._serve import main, running_collector
+from telemetry_client.collector.app import create_app
 
 __all__ = ["CollectorConfig", "create_app", "main", "running_collector"]

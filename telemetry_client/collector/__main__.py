@@ -2,6 +2,6 @@
 
 import sys
 
-from . import main
+from telemetry_client.collector import main
 
 sys.exit(main())

@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 import orjson
 import zstandard
 
-from ..events import ENVELOPE_FIELDS
-from ._errors import Rejected
-from ._time import parse_rfc3339
+from telemetry_client.collector._errors import Rejected
+from telemetry_client.collector._time import parse_rfc3339
+from telemetry_client.events import ENVELOPE_FIELDS
 
 __all__ = [
     "DecodedEvent",
@@ -42,7 +42,7 @@ JSON_TYPES = ("application/json",)
 _ZSTD_SLICE = 256  # compressed bytes per decompress() call: <= ~8 MiB of output each
 _GZIP_STEP = 1 << 20  # decompressed bytes per zlib call
 _IDENTITY_STEP = 1 << 20
-# Same rule as the client's encoder (telemetry_client/_encode.py).
+# Same rule as the client's encoder (telemetry_client/encode/encoder.py).
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 # (field, accepted Python types, name for messages); ENVELOPE_FIELDS order, checked by a test.

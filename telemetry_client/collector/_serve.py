@@ -26,11 +26,11 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from .._units import parse_duration_s, parse_size
-from .._version import __version__
-from ._config import CollectorConfig, split_tokens
-from .app import CollectorState, create_app
-from .storage import StorageError
+from telemetry_client._internal.units import parse_duration_s, parse_size
+from telemetry_client._version import __version__
+from telemetry_client.collector._config import CollectorConfig, split_tokens
+from telemetry_client.collector.app import CollectorState, create_app
+from telemetry_client.collector.store.files import StorageError
 
 __all__ = ["RunningCollector", "main", "running_collector"]
 

@@ -27,16 +27,22 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._version import __version__
-from ._auth import TokenAuth
-from ._config import CollectorConfig
-from ._decode import content_kind, decode_events, encoding_of, iter_decompressed, read_body
-from ._errors import Rejected
-from ._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from ._metrics import Metrics
-from ._ratelimit import TokenBuckets
-from ._time import parse_rfc3339
-from .storage import AppendResult, EventQuery, QueryResult, Storage
+from telemetry_client._version import __version__
+from telemetry_client.collector._auth import TokenAuth
+from telemetry_client.collector._config import CollectorConfig
+from telemetry_client.collector._decode import (
+    content_kind,
+    decode_events,
+    encoding_of,
+    iter_decompressed,
+    read_body,
+)
+from telemetry_client.collector._errors import Rejected
+from telemetry_client.collector._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from telemetry_client.collector._metrics import Metrics
+from telemetry_client.collector._ratelimit import TokenBuckets
+from telemetry_client.collector._time import parse_rfc3339
+from telemetry_client.collector.store.files import AppendResult, EventQuery, QueryResult, Storage
 
 __all__ = ["CollectorState", "create_app"]
 
@@ -356,7 +362,7 @@ def create_app(config: CollectorConfig) -> FastAPI:
 
     The data directory stays locked for this app until its lifespan ends (server
     shutdown), so serve the app once; a second app on the same directory raises
-    :class:`~telemetry_client.collector.storage.StorageError`.
+    :class:`~telemetry_client.collector.store.files.StorageError`.
     """
     storage = Storage.open(config.data_dir)
     metrics = Metrics()

@@ -61,12 +61,12 @@ from starlette.routing import Host, Mount, Router, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
-from .. import _env_info
-from .._log import RateLimitedLogger
-from ..client import TelemetryClient
-from ..context import _session_id, _user_id
-from ..events import Error, SessionStart
-from ..settings import TelemetrySettings
+from telemetry_client._internal import env_info as _env_info
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.client import TelemetryClient
+from telemetry_client.context import _session_id, _user_id
+from telemetry_client.events import Error, SessionStart
+from telemetry_client.settings import TelemetrySettings
 
 __all__ = [
     "HTTP_REQUEST",

@@ -44,10 +44,9 @@ import anyio.to_thread
 from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 
-from .._log import RateLimitedLogger
-from ..client import TelemetryClient
-from ..settings import TelemetrySettings
-from ._asgi import (
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.client import TelemetryClient
+from telemetry_client.integrations._asgi import (
     HTTP_REQUEST,
     NORMAL_CLOSE_CODES,
     UNMATCHED_ROUTE,
@@ -60,6 +59,7 @@ from ._asgi import (
     unregister_client,
     warm_host_facts,
 )
+from telemetry_client.settings import TelemetrySettings
 
 __all__ = [
     "HTTP_REQUEST",

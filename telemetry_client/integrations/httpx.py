@@ -51,17 +51,17 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .._log import RateLimitedLogger, logger
-from ..client import TelemetryClient
-from ..events import LLMCall
-from ._llm import (
+from telemetry_client._internal.log import RateLimitedLogger, logger
+from telemetry_client.client import TelemetryClient
+from telemetry_client.events import LLMCall
+from telemetry_client.llm.parse import (
     DEFAULT_MAX_PARSE_BYTES,
     DEFAULT_PROVIDERS,
     LLM_PATH_SUFFIXES,
     detect_provider,
     is_llm_path,
 )
-from ._llm import Call as _Call
+from telemetry_client.llm.parse import Call as _Call
 
 __all__ = [
     "DEFAULT_PROVIDERS",

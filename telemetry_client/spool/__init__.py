@@ -1,5 +1,12 @@
 """On-disk spool of sealed, compressed event batches (layout and invariants: ``store``)."""
 
-from .store import BatchName, Claim, DropCounts, PendingStats, SealResult, Spool
+from telemetry_client.spool.store import (
+    BatchName,
+    Claim,
+    DropCounts,
+    PendingStats,
+    SealResult,
+    Spool,
+)
 
 __all__ = ["BatchName", "Claim", "DropCounts", "PendingStats", "SealResult", "Spool"]

@@ -1,6 +1,6 @@
 """Attachment blobs: their file names, the reference format, and strict zstd frame decoding.
 
-A string or bytes field too large to stay inline leaves its event (``_encode.py``) and is
+A string or bytes field too large to stay inline leaves its event (``encode/encoder.py``) and is
 stored once, content-addressed, under ``attachments/`` in the spool (``store.py`` writes,
 reads, evicts and collects them). The event keeps a reference in place of the value::
 

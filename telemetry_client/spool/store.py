@@ -90,11 +90,11 @@ from typing import Any, TypeVar
 import orjson
 import zstandard
 
-from .. import _ids
-from .._log import logger as _logger
-from ..events import ENVELOPE_FIELDS
-from . import _fs
-from .blobs import (
+from telemetry_client._internal import fs as _fs
+from telemetry_client._internal import ids as _ids
+from telemetry_client._internal.log import logger as _logger
+from telemetry_client.events import ENVELOPE_FIELDS
+from telemetry_client.spool.blobs import (
     AttachmentRef,
     BlobName,
     BlobRef,

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from .._version import __version__
+from telemetry_client._version import __version__
 
 __all__ = ["SendResult", "Sender", "display_url", "host_port"]
 

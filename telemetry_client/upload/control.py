@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from ..spool import _fs
+from telemetry_client._internal import fs as _fs
 
 __all__ = ["Control", "LastUpload"]
 

@@ -35,7 +35,7 @@ from email.utils import parsedate_to_datetime
 
 from tenacity import RetryCallState, wait_random_exponential
 
-from ._sender import SendResult
+from telemetry_client.upload._sender import SendResult
 
 __all__ = [
     "MAX_DISABLE_S",

@@ -25,16 +25,16 @@ from typing import Any
 import orjson
 import zstandard
 
-from .. import _ids
-from .._encode import Encoder, format_ts
-from .._log import RateLimitedLogger
-from ..events import TelemetryDropped
-from ..settings import TelemetrySettings
-from ..spool import Claim, Spool
-from ..spool.blobs import attachment_refs
-from ._sender import Sender, SendResult, display_url
-from .control import Control, LastUpload
-from .policy import (
+from telemetry_client._internal import ids as _ids
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.encode.encoder import Encoder, format_ts
+from telemetry_client.events import TelemetryDropped
+from telemetry_client.settings import TelemetrySettings
+from telemetry_client.spool import Claim, Spool
+from telemetry_client.spool.blobs import attachment_refs
+from telemetry_client.upload._sender import Sender, SendResult, display_url
+from telemetry_client.upload.control import Control, LastUpload
+from telemetry_client.upload.policy import (
     Action,
     Backoff,
     classify,

@@ -40,7 +40,8 @@ from typing import Any
 import orjson
 import zstandard
 
-from telemetry_client import Spool, TelemetryClient, _ids
+from telemetry_client import Spool, TelemetryClient
+from telemetry_client._internal import ids as _ids
 
 WRITER_THREAD = "telemetry-spool-writer"
 

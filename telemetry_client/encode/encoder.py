@@ -84,11 +84,11 @@ from typing import Any
 
 import orjson
 
-from . import _ids
-from ._log import RateLimitedLogger
-from ._redact import Redactor
-from .events import Event, payload_of
-from .spool.blobs import BINARY, REF_KEY, TEXT, BlobRef
+from telemetry_client._internal import ids as _ids
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.encode.redact import Redactor
+from telemetry_client.events import Event, payload_of
+from telemetry_client.spool.blobs import BINARY, REF_KEY, TEXT, BlobRef
 
 __all__ = ["Encoder", "Record", "format_ts"]
 

@@ -72,9 +72,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ._units import parse_duration_s
-from .events import ChatTurn, LLMCall
-from .spool import _fs
+from telemetry_client._internal import fs as _fs
+from telemetry_client._internal.units import parse_duration_s
+from telemetry_client.events import ChatTurn, LLMCall
 
 __all__ = [
     "COALESCE_TO",

@@ -20,7 +20,7 @@ takes as long as one batch write: the price of the hard memory bound). Nothing i
 and memory stays bounded by ``buffer_max`` records plus ``2 * MAX_QUEUED_BATCHES`` cut
 batches plus ``MAX_FAILED_BATCHES`` batches waiting for a failed disk to come back.
 
-Attachments (fields moved out into blobs, see ``_encode.py``) are written by the writer
+Attachments (fields moved out into blobs, see ``encode/encoder.py``) are written by the writer
 thread only: a hand-off that meets a record needing one puts it back at the head of the
 buffer, wakes the writer and ends its slice (later hand-offs skip it until the writer
 took it). While the writer stores a large attachment it holds the batch lock, so a
@@ -56,9 +56,9 @@ from typing import Any
 
 import zstandard
 
-from ._encode import Encoder, Record
-from ._log import RateLimitedLogger
-from .spool import Spool
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.encode.encoder import Encoder, Record
+from telemetry_client.spool import Spool
 
 __all__ = ["Batcher", "CloseOutcome", "FlushMarker"]
 

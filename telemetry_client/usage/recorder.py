@@ -32,9 +32,9 @@ import time
 from collections import OrderedDict, deque
 from typing import Any
 
-from ._log import RateLimitedLogger
-from .events import ChatTurn, LLMCall
-from .usage import UsageRecord, UsageStore
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.events import ChatTurn, LLMCall
+from telemetry_client.usage.store import UsageRecord, UsageStore
 
 __all__ = ["MAX_RETAINED", "MAX_TRACKED_KEYS", "MERGE_INTERVAL_S", "UsageRecorder"]
 

@@ -18,13 +18,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 
-from ._units import format_size
-from .errors import ConfigError
-from .settings import TelemetrySettings
-from .spool import Spool
-from .upload import Control, LastUpload, Sender, SendResult
-from .upload._sender import host_port
-from .upload.policy import endpoint_problem
+from telemetry_client._internal.units import format_size
+from telemetry_client.errors import ConfigError
+from telemetry_client.settings import TelemetrySettings
+from telemetry_client.spool import Spool
+from telemetry_client.upload import Control, LastUpload, Sender, SendResult
+from telemetry_client.upload._sender import host_port
+from telemetry_client.upload.policy import endpoint_problem
 
 __all__ = ["main"]
 
@@ -196,7 +196,7 @@ def _last_upload_text(last: dict[str, Any] | None) -> str:
 
 
 def _cmd_flush(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
-    from ._flush import run_flush
+    from telemetry_client.cli.flush import run_flush
 
     return run_flush(settings, args.timeout, out, sys.stderr, wait=args.wait)
 
@@ -334,7 +334,7 @@ def _cmd_purge(settings: TelemetrySettings, args: argparse.Namespace, out: TextI
 
 def _cmd_stats(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
     """Sliding-window LLM usage of every process on this spool (read-only, takes no lock)."""
-    from . import usage
+    from telemetry_client import usage
 
     store = usage.UsageStore(usage.usage_dir(settings.resolved_spool_dir))
     snapshot = store.read()
@@ -350,7 +350,7 @@ def _cmd_stats(settings: TelemetrySettings, args: argparse.Namespace, out: TextI
 
 
 def _window(text: str) -> float:
-    from .usage import parse_window
+    from telemetry_client.usage import parse_window
 
     try:
         return parse_window(text)
@@ -359,7 +359,7 @@ def _window(text: str) -> float:
 
 
 def _cmd_demo(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
-    from ._demo import run_demo
+    from telemetry_client.cli.demo import run_demo
 
     return run_demo(out, spool_dir=args.spool_dir, keep=args.keep)
 

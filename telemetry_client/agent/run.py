@@ -63,9 +63,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from . import _ids
-from .context import _session_id, _user_id
-from .events import (
+from telemetry_client._internal import ids as _ids
+from telemetry_client.agent.files import tracking
+from telemetry_client.context import _session_id, _user_id
+from telemetry_client.events import (
     BashCommand,
     BashOutput,
     Completed,
@@ -80,10 +81,9 @@ from .events import (
     ToolCall,
     ToolResult,
 )
-from .files import tracking
 
 if TYPE_CHECKING:
-    from .client import TelemetryClient
+    from telemetry_client.client import TelemetryClient
 
 __all__ = ["DEFAULT_COALESCE_BYTES", "DEFAULT_COALESCE_MS", "STATUSES", "RunRecorder"]
 

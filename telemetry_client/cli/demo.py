@@ -23,12 +23,12 @@ from typing import Any, TextIO
 import httpx
 import orjson
 
-from . import events
-from ._flush import run_flush
-from .cli import _cmd_status
-from .client import TelemetryClient
-from .context import session_context
-from .settings import TelemetrySettings
+from telemetry_client import events
+from telemetry_client.cli.flush import run_flush
+from telemetry_client.cli.main import _cmd_status
+from telemetry_client.client import TelemetryClient
+from telemetry_client.context import session_context
+from telemetry_client.settings import TelemetrySettings
 
 __all__ = ["run_demo"]
 
@@ -124,7 +124,7 @@ def _step(out: TextIO, text: str) -> None:
 def run_demo(out: TextIO, *, spool_dir: str | None = None, keep: bool = False) -> int:
     """Run the end-to-end demo on loopback, printing what happens; returns the exit code."""
     try:
-        from .collector import CollectorConfig, running_collector
+        from telemetry_client.collector import CollectorConfig, running_collector
     except ImportError as exc:  # the [collector] extra is missing
         out.write(
             f"the demo needs the collector extra: pip install 'telemetry-client[collector]'"

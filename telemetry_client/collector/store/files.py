@@ -52,11 +52,11 @@ from typing import Any
 
 import orjson
 
-from ..errors import TelemetryError
-from ..events import ENVELOPE_FIELDS
-from ..spool import _fs
-from ._decode import DecodedEvent
-from ._time import parse_rfc3339
+from telemetry_client._internal import fs as _fs
+from telemetry_client.collector._decode import DecodedEvent
+from telemetry_client.collector._time import parse_rfc3339
+from telemetry_client.errors import TelemetryError
+from telemetry_client.events import ENVELOPE_FIELDS
 
 __all__ = [
     "AppendResult",

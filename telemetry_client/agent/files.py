@@ -53,11 +53,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._log import RateLimitedLogger
-from .events import ChangeDecision, FileOperation
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.events import ChangeDecision, FileOperation
 
 if TYPE_CHECKING:
-    from .client import TelemetryClient
+    from telemetry_client.client import TelemetryClient
 
 __all__ = [
     "CONTEXT_LINES",

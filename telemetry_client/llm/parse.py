@@ -45,7 +45,7 @@ from typing import Any
 
 import orjson
 
-from ..events import LLMCall
+from telemetry_client.events import LLMCall
 
 __all__ = [
     "DEFAULT_MAX_PARSE_BYTES",

@@ -20,11 +20,11 @@ from __future__ import annotations
 import time
 from typing import TextIO
 
-from ._units import format_size
-from .client import TelemetryClient
-from .settings import TelemetrySettings
-from .upload import SendResult, Uploader
-from .upload._sender import host_port
+from telemetry_client._internal.units import format_size
+from telemetry_client.client import TelemetryClient
+from telemetry_client.settings import TelemetrySettings
+from telemetry_client.upload import SendResult, Uploader
+from telemetry_client.upload._sender import host_port
 
 __all__ = ["run_flush"]
 

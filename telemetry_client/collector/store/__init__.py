@@ -1,0 +1,1 @@
+"""Collector storage: where accepted batches and attachments are kept."""

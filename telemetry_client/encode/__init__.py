@@ -1,0 +1,7 @@
+"""Encode stage: a record becomes one JSONL line (envelope, coercion, redaction, large
+fields moved out as attachments)."""
+
+from telemetry_client.encode.encoder import Encoder, Record, format_ts
+from telemetry_client.encode.redact import Redactor
+
+__all__ = ["Encoder", "Record", "Redactor", "format_ts"]
