@@ -5,8 +5,9 @@ hook ``emit()`` runs for every ``llm_call``) beside a baseline measured in the s
 ``list.append`` of a tuple, the least such a hook can do), and milliseconds for one merge into a
 store already holding ``usage.MAX_CALLS`` entries, beside a merge into an empty store.
 
-These figures used to be wall-clock assertions in tests/test_usage.py; on a busy shared machine
-they failed for reasons unrelated to the code, so they live here and are read, not asserted.
+These figures used to be wall-clock assertions in tests/usage/test_usage.py; on a busy shared
+machine they failed for reasons unrelated to the code, so they live here and are read, not
+asserted.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ from telemetry_client.integrations.fastapi import (
     telemetry_lifespan,
 )
 
-PROCS = Path(__file__).parent / "_procs"
+PROCS = Path(__file__).parent.parent / "_procs"
 FAST = {"linger_ms": 20, "upload_backoff_initial": "20ms", "upload_backoff_max": "200ms"}
 
 

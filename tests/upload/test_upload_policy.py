@@ -105,7 +105,7 @@ def test_docstring_matrix_matches_classify_and_design_doc() -> None:
     row with statuses of its own (413, 401/403, 404/405) is a row of docs/design.md too."""
     rows = _docstring_rows()
     assert {action for _statuses, action in rows} == set(Action)
-    design = (Path(__file__).parent.parent / "docs" / "design.md").read_text()
+    design = (Path(__file__).parent.parent.parent / "docs" / "design.md").read_text()
     for statuses, action in rows:
         for status in statuses:
             assert classify(SendResult(status)) is action, (status, action)

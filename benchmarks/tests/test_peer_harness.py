@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-PEERS = Path(__file__).resolve().parent.parent / "benchmarks" / "peers"
+PEERS = Path(__file__).resolve().parent.parent / "peers"
 
 
 def _load(name: str, path: Path) -> ModuleType:

@@ -29,7 +29,7 @@ from conftest import child_env
 
 from telemetry_client import Spool
 
-EMITTER = Path(__file__).parent / "_procs" / "crash_emitter.py"
+EMITTER = Path(__file__).parent.parent / "_procs" / "crash_emitter.py"
 LINGER_MS = 100
 GRACE_S = LINGER_MS / 1000 + 0.5  # CONTRACT §6
 RUNS = 5

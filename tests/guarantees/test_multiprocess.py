@@ -21,7 +21,7 @@ from conftest import child_env
 
 from telemetry_client import Spool
 
-PROCS = Path(__file__).parent / "_procs"
+PROCS = Path(__file__).parent.parent / "_procs"
 EMITTERS = 4
 READERS = 2
 EVENTS_PER_EMITTER = 5000

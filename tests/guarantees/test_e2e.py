@@ -27,7 +27,7 @@ from conftest import COLLECTOR_TOKEN, CollectorHandle, child_env, wait_until
 
 from telemetry_client import Spool, TelemetryClient, TelemetrySettings
 
-PROCS = Path(__file__).parent / "_procs"
+PROCS = Path(__file__).parent.parent / "_procs"
 FAST_RETRY = {
     "upload_backoff_initial": "20ms",
     "upload_backoff_max": "200ms",

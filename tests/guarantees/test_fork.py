@@ -21,7 +21,7 @@ from conftest import child_env
 
 from telemetry_client import Spool
 
-DRIVER = Path(__file__).parent / "_procs" / "fork_driver.py"
+DRIVER = Path(__file__).parent.parent / "_procs" / "fork_driver.py"
 MAX_BYTES = 256 * 1024 * 1024
 WRITER_THREAD = "telemetry-spool-writer"
 

@@ -24,7 +24,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-PEERS = Path(__file__).resolve().parent.parent / "benchmarks" / "peers"
+PEERS = Path(__file__).resolve().parent.parent / "peers"
 
 
 def _load(name: str, path: Path) -> ModuleType:

@@ -33,7 +33,7 @@ from telemetry_client.usage import store as usage
 from telemetry_client.usage.recorder import UsageRecorder
 from telemetry_client.usage.store import UsageRecord, UsageSnapshot, UsageStore
 
-PROCS = Path(__file__).parent / "_procs"
+PROCS = Path(__file__).parent.parent / "_procs"
 NOW = 1_763_719_200.0  # 2025-11-21 10:00:00 UTC, a whole minute
 WRITERS = 8
 CALLS_PER_WRITER = 120
