@@ -48,7 +48,7 @@ from telemetry_client.agent import files
 from telemetry_client.agent.files import TrackedFile
 from telemetry_client.agent.run import RunRecorder
 from telemetry_client.batch.batcher import Batcher
-from telemetry_client.context import _session_id, _user_id
+from telemetry_client.context import session_id_var, user_id_var
 from telemetry_client.encode.encoder import Encoder
 from telemetry_client.encode.redact import Redactor
 from telemetry_client.errors import ClientClosedError
@@ -201,7 +201,7 @@ class TelemetryClient:
             return
         if type(event) is LLMCall or type(event) is ChatTurn:
             # usage stats: a deque append; merged by its own thread
-            self._usage.add(event, session_id or _session_id.get())
+            self._usage.add(event, session_id or session_id_var.get())
         batcher = self._batcher
         buf = batcher.buffer
         buf.append(
@@ -210,8 +210,8 @@ class TelemetryClient:
                 data,
                 time.time_ns(),
                 next(self._seq),
-                session_id or _session_id.get(),
-                user_id or _user_id.get(),
+                session_id or session_id_var.get(),
+                user_id or user_id_var.get(),
             )
         )
         n = len(buf)

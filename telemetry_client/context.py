@@ -10,12 +10,20 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
-__all__ = ["current_session_id", "current_user_id", "session_context"]
+__all__ = [
+    "current_session_id",
+    "current_user_id",
+    "session_context",
+    "session_id_var",
+    "user_id_var",
+]
 
-_session_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+#: The current session and user ids. Integrations set and reset them around a request
+#: (token-based); applications use :func:`session_context`.
+session_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "telemetry_session_id", default=None
 )
-_user_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+user_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "telemetry_user_id", default=None
 )
 
@@ -25,9 +33,9 @@ def session_context(session_id: str | None = None, user_id: str | None = None) -
     """Within the block, emitted events carry these ids (``None`` keeps the outer value)."""
     tokens = []
     if session_id is not None:
-        tokens.append((_session_id, _session_id.set(session_id)))
+        tokens.append((session_id_var, session_id_var.set(session_id)))
     if user_id is not None:
-        tokens.append((_user_id, _user_id.set(user_id)))
+        tokens.append((user_id_var, user_id_var.set(user_id)))
     try:
         yield
     finally:
@@ -37,9 +45,9 @@ def session_context(session_id: str | None = None, user_id: str | None = None) -
 
 def current_session_id() -> str | None:
     """The session id set by the innermost :func:`session_context`, if any."""
-    return _session_id.get()
+    return session_id_var.get()
 
 
 def current_user_id() -> str | None:
     """The user id set by the innermost :func:`session_context`, if any."""
-    return _user_id.get()
+    return user_id_var.get()

@@ -65,7 +65,7 @@ import anyio
 
 from telemetry_client._internal import ids as _ids
 from telemetry_client.agent.files import tracking
-from telemetry_client.context import _session_id, _user_id
+from telemetry_client.context import session_id_var, user_id_var
 from telemetry_client.events import (
     BashCommand,
     BashOutput,
@@ -175,8 +175,8 @@ class RunRecorder:
         self._max_bytes = max(0, int(coalesce_bytes))
         self._max_age = max(0.0, float(coalesce_ms)) / 1000.0
         self._clock = clock or time.monotonic
-        self._session = _session_id.get()
-        self._user = _user_id.get()
+        self._session = session_id_var.get()
+        self._user = user_id_var.get()
         self._lock = threading.Lock()
         self._state = _NEW
         self._seq = 0

@@ -64,7 +64,7 @@ from starlette.websockets import WebSocketDisconnect
 from telemetry_client._internal import env_info as _env_info
 from telemetry_client._internal.log import RateLimitedLogger
 from telemetry_client.client import TelemetryClient
-from telemetry_client.context import _session_id, _user_id
+from telemetry_client.context import session_id_var, user_id_var
 from telemetry_client.events import Error, SessionStart
 from telemetry_client.settings import TelemetrySettings
 
@@ -280,9 +280,9 @@ def bind_session(session_id: str | None = None, user_id: str | None = None) -> N
     """
     try:
         if session_id is not None:
-            _session_id.set(session_id)
+            session_id_var.set(session_id)
         if user_id is not None:
-            _user_id.set(user_id)
+            user_id_var.set(user_id)
         conn = _connection.get()
         transport: str | None = None
         if conn is not None:
@@ -297,7 +297,7 @@ def bind_session(session_id: str | None = None, user_id: str | None = None) -> N
         else:
             client = current_client()
         if client.enabled and _seen_for(client).add(session_id):
-            _emit_session_start(client, session_id, user_id or _user_id.get(), transport)
+            _emit_session_start(client, session_id, user_id or user_id_var.get(), transport)
     except Exception as exc:
         _failed("bind_session", exc)
 
@@ -803,7 +803,7 @@ class TelemetryMiddleware:
                     seen = self._seen = (client, _seen_for(client))
                 new = seen[1].add(session_id)
                 if new or websocket:  # once per new session, and once per WebSocket
-                    _emit_session_start(client, session_id, user_id or _user_id.get(), transport)
+                    _emit_session_start(client, session_id, user_id or user_id_var.get(), transport)
             except Exception as exc:
                 _failed("middleware", exc)
         return conn
@@ -845,15 +845,17 @@ class TelemetryMiddleware:
         # sets during the connection is undone by the reset at its end.
         return (
             _connection.set(conn),
-            _session_id.set(conn.session_id if conn.session_id is not None else _session_id.get()),
-            _user_id.set(conn.user_id if conn.user_id is not None else _user_id.get()),
+            session_id_var.set(
+                conn.session_id if conn.session_id is not None else session_id_var.get()
+            ),
+            user_id_var.set(conn.user_id if conn.user_id is not None else user_id_var.get()),
         )
 
     @staticmethod
     def _exit(tokens: tuple[contextvars.Token[Any], ...]) -> None:
         conn_token, session_token, user_token = tokens
-        _user_id.reset(user_token)
-        _session_id.reset(session_token)
+        user_id_var.reset(user_token)
+        session_id_var.reset(session_token)
         _connection.reset(conn_token)
 
     # -- HTTP ---------------------------------------------------------------------------
