@@ -126,7 +126,6 @@ class TelemetryClient:
             log=self._log,
             on_sealed=self._uploader.trust if self._uploader is not None else None,
         )
-        self._buffer_max = s.buffer_max_events
         self._kill_switch_drops = 0
         self._start_lock = threading.Lock()
         self._usage = UsageRecorder(
@@ -202,9 +201,7 @@ class TelemetryClient:
         if type(event) is LLMCall or type(event) is ChatTurn:
             # usage stats: a deque append; merged by its own thread
             self._usage.add(event, session_id or session_id_var.get())
-        batcher = self._batcher
-        buf = batcher.buffer
-        buf.append(
+        self._batcher.put(
             (
                 event,
                 data,
@@ -214,11 +211,6 @@ class TelemetryClient:
                 user_id or user_id_var.get(),
             )
         )
-        n = len(buf)
-        if n == 1:
-            batcher.wake.set()
-        elif n >= self._buffer_max:
-            batcher.handoff()
 
     def _drop_after_close(self) -> None:
         self._closed_drops += 1

@@ -246,6 +246,20 @@ class Batcher:
 
     # -- called on the emitting thread ------------------------------------------------
 
+    def put(self, record: Record) -> None:
+        """Append one record (the emit path: a deque append, no lock, no I/O).
+
+        The writer is woken by the first record of an empty buffer (it sleeps otherwise
+        until its linger time); a full buffer makes the caller do a slice of the work.
+        """
+        buf = self.buffer
+        buf.append(record)
+        n = len(buf)
+        if n == 1:
+            self.wake.set()
+        elif n >= self.buffer_max:
+            self.handoff()
+
     def handoff(self) -> None:
         """Buffer full: do one bounded slice of the writer's work on the caller's thread."""
         with self._state_lock:

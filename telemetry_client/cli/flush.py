@@ -21,10 +21,10 @@ import time
 from typing import TextIO
 
 from telemetry_client._internal.units import format_size
+from telemetry_client._internal.urls import host_port
 from telemetry_client.client import TelemetryClient
 from telemetry_client.settings import TelemetrySettings
 from telemetry_client.upload import SendResult, Uploader
-from telemetry_client.upload._sender import host_port
 
 __all__ = ["run_flush"]
 

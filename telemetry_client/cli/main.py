@@ -19,11 +19,11 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 from telemetry_client._internal.units import format_size
+from telemetry_client._internal.urls import host_port
 from telemetry_client.errors import ConfigError
 from telemetry_client.settings import TelemetrySettings
 from telemetry_client.spool import Spool
 from telemetry_client.upload import Control, LastUpload, Sender, SendResult
-from telemetry_client.upload._sender import host_port
 from telemetry_client.upload.policy import endpoint_problem
 
 __all__ = ["main"]

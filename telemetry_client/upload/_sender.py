@@ -12,13 +12,13 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from telemetry_client._internal.urls import display_url
 from telemetry_client._version import __version__
 
-__all__ = ["SendResult", "Sender", "display_url", "host_port"]
+__all__ = ["SendResult", "Sender"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,31 +198,3 @@ def _cause(exc: BaseException) -> str | None:
             return str(current.strerror).lower()
         current = current.__cause__ or current.__context__
     return None
-
-
-def display_url(url: str) -> str:
-    """``url`` without user info, query or fragment: safe to put in a log line."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = parts.port
-    except ValueError:
-        return "<invalid URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    if port is not None:
-        host = f"{host}:{port}"
-    return urlunsplit((parts.scheme, host, parts.path or "/", "", ""))
-
-
-def host_port(url: str) -> str:
-    """``host:port`` of ``url``, with the scheme's default port when none is given."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or "?"
-        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    except ValueError:
-        return "<invalid URL>"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{host}:{port}" if port is not None else host

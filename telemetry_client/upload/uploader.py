@@ -27,12 +27,13 @@ import zstandard
 
 from telemetry_client._internal import ids as _ids
 from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client._internal.urls import display_url
 from telemetry_client.encode.encoder import Encoder, format_ts
 from telemetry_client.events import TelemetryDropped
 from telemetry_client.settings import TelemetrySettings
 from telemetry_client.spool import Claim, Spool
 from telemetry_client.spool.blobs import attachment_refs
-from telemetry_client.upload._sender import Sender, SendResult, display_url
+from telemetry_client.upload._sender import Sender, SendResult
 from telemetry_client.upload.control import Control, LastUpload
 from telemetry_client.upload.policy import (
     Action,
