@@ -9,7 +9,8 @@ scope, a ``receive`` that returns the request, a ``send`` that drops the message
 
 * ``fastapi``: a minimal FastAPI app, ``GET /chat/{session_id}`` answering a small JSON;
 * ``asgi``: an ASGI callable that answers at once, so the middleware's own cost is not
-  hidden in FastAPI's (no routing: the event falls back to the raw path).
+  hidden in FastAPI's (no routing: the event records the route ``<unmatched>`` with
+  ``matched: false``, and no path).
 
 Each app runs bare, wrapped by the middleware with a *disabled* client (pass-through),
 and wrapped with an *enabled* spool-only client (every request emits an ``http_request``

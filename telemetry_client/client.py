@@ -1,9 +1,10 @@
 """``TelemetryClient``: lifecycle and the public ``emit``/``flush``/``stats`` API (CONTRACT §2).
 
-The client wires the stages: ``emit()`` appends to the batcher's bounded buffer; the
-batcher's writer thread encodes, compresses and seals batches into the spool. Every
-blocking step (disk, compression, fsync, waiting for the writer) runs on that thread or
-on a worker thread via ``anyio.to_thread``, never on the caller's event loop.
+The stages are built and wired by ``_pipeline.build``; the client keeps the public
+contract around them. ``emit()`` hands a record to the batcher (a deque append); its
+writer thread encodes, compresses and seals batches into the spool. Every blocking step
+(disk, compression, fsync, waiting for the writer) runs on that thread or on a worker
+thread via ``anyio.to_thread``, never on the caller's event loop.
 
 Lifecycle: *unopened* -> *open* -> *closed*. ``emit()`` on an unopened client starts the
 writer lazily, so plain scripts need no ceremony; ``async with`` / ``with`` / ``close()``
@@ -15,13 +16,10 @@ thread, task or socket is ever created and ``emit()`` returns after one attribut
 
 Fork safety: ``os.register_at_fork`` hooks quiesce the writer before a fork; the child
 drops the parent's in-memory events (the parent still writes them), closes inherited spool
-file descriptors without writing through them, and starts its own writer on first use.
+file descriptors without writing through them, and starts its own threads on first use.
 
-Usage stats: an ``events.LLMCall`` or ``events.ChatTurn`` is also handed to a
-``UsageRecorder`` (two type checks on the hot path, then a deque append); its own small
-thread, started on the first LLM call, merges those calls about once a second into the
-spool's shared usage store (``telemetry_client.usage``), and ``flush``/``close`` merge the
-rest. Failures there are counted and logged, never raised.
+An ``events.LLMCall`` or ``events.ChatTurn`` also goes to the usage recorder
+(``telemetry_client.usage``: two type checks on the hot path, then a deque append).
 """
 
 from __future__ import annotations
@@ -33,7 +31,6 @@ import itertools
 import os
 import threading
 import time
-import uuid
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -42,22 +39,16 @@ from typing import Any
 
 import anyio.to_thread
 
-from telemetry_client._internal import env_info as _env_info
-from telemetry_client._internal.log import RateLimitedLogger, logger
+from telemetry_client._pipeline import Pending, build
 from telemetry_client.agent import files
+from telemetry_client.agent.counters import tracking
+from telemetry_client.agent.decisions import change_decision as emit_change_decision
 from telemetry_client.agent.files import TrackedFile
 from telemetry_client.agent.run import RunRecorder
-from telemetry_client.batch.batcher import Batcher
 from telemetry_client.context import session_id_var, user_id_var
-from telemetry_client.encode.encoder import Encoder
-from telemetry_client.encode.redact import Redactor
 from telemetry_client.errors import ClientClosedError
 from telemetry_client.events import ChatTurn, Event, LLMCall
 from telemetry_client.settings import TelemetrySettings
-from telemetry_client.spool import Spool
-from telemetry_client.upload import Uploader
-from telemetry_client.usage.recorder import UsageRecorder
-from telemetry_client.usage.store import UsageStore, usage_dir
 
 __all__ = ["FlushResult", "TelemetryClient"]
 
@@ -101,59 +92,17 @@ class TelemetryClient:
         self._closed_drops = 0
         if self._disabled:
             return
-        s = self.settings
-        self._log = RateLimitedLogger(s.log_cooldown_s)
-        self._session_default = s.session_id or uuid.uuid4().hex
-        self._redact_callback = redact_callback
-        self.spool = Spool(
-            s.resolved_spool_dir,
-            max_bytes=s.spool_max_bytes,
-            retention_days=s.retention_days,
-            fsync=s.fsync == "batch",
-        )
-        self._uploader: Uploader | None = None
-        if s.endpoint:
-            self._uploader = Uploader(
-                spool=self.spool, settings=s, log=self._log, encoder_factory=self._make_encoder
-            )
-        self._batcher = Batcher(
-            spool=self.spool,
-            encoder_factory=self._make_encoder,
-            batch_max_events=s.batch_max_events,
-            batch_max_bytes=s.batch_max_bytes,
-            linger_s=s.linger_ms / 1000.0,
-            buffer_max=s.buffer_max_events,
-            log=self._log,
-            on_sealed=self._uploader.trust if self._uploader is not None else None,
-        )
+        pipeline = build(self.settings, redact_callback=redact_callback)
+        self._pipeline = pipeline
+        self._log = pipeline.log
+        self._session_default = pipeline.session_id
+        self.spool = pipeline.spool
+        self._batcher = pipeline.batcher
+        self._usage = pipeline.usage
+        self._kill_switch = pipeline.kill_switch
         self._kill_switch_drops = 0
         self._start_lock = threading.Lock()
-        self._usage = UsageRecorder(
-            UsageStore(usage_dir(s.resolved_spool_dir), fsync=s.fsync == "batch"), self._log
-        )
         _live_clients.add(self)
-
-    def _make_encoder(self) -> Encoder:
-        """Built on the writer thread: machine id and git SHA lookups touch the disk."""
-        s = self.settings
-        redactor = Redactor(
-            enabled=s.redact,
-            extra_patterns=s.redact_patterns,
-            extra_keys=s.redact_keys,
-            callback=self._redact_callback,
-        )
-        return Encoder(
-            redactor=redactor,
-            app=s.app,
-            app_version=s.app_version or _env_info.detect_app_version(),
-            machine_id=s.machine_id or _env_info.machine_id(),
-            user_id=s.user_id,
-            session_id=self._session_default,
-            put_blob=self.spool.put_blob,
-            inline_max_bytes=s.inline_max_bytes,
-            attachment_max_bytes=s.attachment_max_bytes,
-            log=self._log,
-        )
 
     # -- properties ---------------------------------------------------------------------
 
@@ -194,8 +143,8 @@ class TelemetryClient:
                 self._drop_after_close()
                 return
             self._ensure_started()
-        up = self._uploader
-        if up is not None and up.disabled_until and up.disabled_until > time.time():
+        ks = self._kill_switch
+        if ks is not None and ks.until and ks.until > time.time():
             self._kill_switch_drops += 1  # the collector's kill switch: collection paused
             return
         if type(event) is LLMCall or type(event) is ChatTurn:
@@ -221,9 +170,7 @@ class TelemetryClient:
     def _ensure_started(self) -> None:
         with self._start_lock:
             if self._state is _State.UNOPENED:
-                self._batcher.start()
-                if self._uploader is not None:
-                    self._uploader.start()
+                self._pipeline.start()
                 self._state = _State.OPEN
 
     # -- lifecycle (sync) -----------------------------------------------------------------
@@ -248,28 +195,10 @@ class TelemetryClient:
             return FlushResult(True, 0, 0.0)
         limit = self.settings.shutdown_timeout if timeout is None else timeout
         deadline = start + max(0.0, limit)
-        ok = self._batcher.flush(max(0.0, limit))
-        self._usage.flush(max(0.0, deadline - time.monotonic()))  # never raises
-        if not ok:
-            return FlushResult(False, self._batcher.pending_events(), time.monotonic() - start)
-        if self._uploader is None or self._state is not _State.OPEN:
-            return FlushResult(True, 0, time.monotonic() - start)
-        return self._await_upload(deadline, start)
-
-    def _await_upload(self, deadline: float, start: float) -> FlushResult:
-        """Wait until every batch sealed so far (by any process on the spool) is delivered."""
-        up = self._uploader
-        assert up is not None
-        cutoff = time.time_ns()
-        up.wake()
-        while True:
-            left = self.spool.pending_before(cutoff)
-            if left.batches == 0:
-                return FlushResult(True, 0, time.monotonic() - start)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or up.blocked_reason() is not None or not up.alive:
-                return FlushResult(False, left.events, time.monotonic() - start)
-            up.wait_progress(min(remaining, 0.05))
+        done = self._pipeline.write_out(limit)
+        if done.ok and self._state is _State.OPEN:
+            done = self._pipeline.await_upload(deadline)
+        return _result(done, start)
 
     def close(self, timeout: float | None = None) -> FlushResult:
         """Put what is in memory on disk, upload (bounded by ``timeout``, default
@@ -289,53 +218,11 @@ class TelemetryClient:
             return FlushResult(True, 0, 0.0)
         was_open = self._state is _State.OPEN
         self._state = _State.CLOSED
-        if not was_open and not self._batcher.buffer:
+        if not was_open and not self._batcher.pending_events():
             return FlushResult(True, 0, 0.0)
-        deadline = start + max(0.0, limit)
-        up = self._uploader
-        if up is not None:
-            up.set_deadline(deadline)  # requests from now on end before the deadline
-        closed = self._batcher.close(limit)  # memory to disk first (or counted as lost)
-        flushed = closed.drained
-        self._usage.close(max(0.0, deadline - time.monotonic()))
-        pending = self._batcher.pending_events()
-        if up is not None:
-            if flushed and pending == 0:
-                result = self._await_upload(deadline, start)
-                pending = result.pending_events
-                flushed = result.ok
-            up.stop(max(0.0, deadline - time.monotonic()))
+        done = self._pipeline.close(start + max(0.0, limit))  # logs what stays on disk
         _live_clients.discard(self)
-        self._log_left_on_disk()
-        return FlushResult(
-            flushed and pending == 0,
-            pending,
-            time.monotonic() - start,
-            dropped_events=closed.lost_events,
-        )
-
-    def _log_left_on_disk(self) -> None:
-        """One line at shutdown when batches wait on disk: how many, where, what happens next."""
-        try:
-            left = self.spool.pending()
-        except OSError:
-            return
-        if not left.events:
-            return
-        what = f"{_count(left.events, 'event')} ({_count(left.batches, 'batch')})"
-        if self._uploader is None:
-            logger.info(
-                "telemetry: %s kept in %s (spool-only mode: TELEMETRY_ENDPOINT is not set)",
-                what,
-                self.spool.root,
-            )
-            return
-        logger.warning(
-            "telemetry: %s left in %s; they will be sent by the next client or"
-            " `telemetry-client flush`",
-            what,
-            self.spool.root,
-        )
+        return _result(done, start)
 
     def __enter__(self) -> TelemetryClient:
         return self.start()
@@ -392,13 +279,10 @@ class TelemetryClient:
         }
         if self._disabled:
             return base
-        base.update(self._batcher.describe())
-        if self._uploader is not None:
-            base.update(self._uploader.describe())
+        base.update(self._pipeline.describe())
         base["dropped_kill_switch"] = self._kill_switch_drops
         base["dropped"] += self._closed_drops + self._kill_switch_drops
         base["pending"] = self._batcher.pending_events()
-        base.update(self._usage.describe())
         tracking = self.tracking_stats()
         if tracking["tracking_errors"] or tracking["coerced"]:
             coerced = dict(base.get("coerced") or {})
@@ -412,18 +296,15 @@ class TelemetryClient:
 
     def _before_fork(self) -> None:
         self._start_lock.acquire()
-        self._batcher.before_fork()
+        self._pipeline.before_fork()
 
     def _after_fork_parent(self) -> None:
-        self._batcher.after_fork_in_parent()
+        self._pipeline.after_fork_in_parent()
         self._start_lock.release()
 
     def _after_fork_child(self) -> None:
         self._start_lock = threading.Lock()
-        self._batcher.after_fork_in_child()
-        self._usage.after_fork_in_child()
-        if self._uploader is not None:
-            self._uploader.after_fork_in_child()
+        self._pipeline.after_fork_in_child()
         self._seq = itertools.count(1)
         if self._state is _State.OPEN:
             self._state = _State.UNOPENED  # restart lazily in the child
@@ -470,7 +351,7 @@ class TelemetryClient:
     ) -> str:
         """Emit a ``file_operation`` (diff and line counts, or a binary summary); returns its id.
 
-        The diff runs on the caller's thread (cost: :mod:`telemetry_client.agent.files`); large
+        The diff runs on the caller's thread (cost: :mod:`telemetry_client.agent.diff`); large
         contents become attachments on the writer thread. Never raises.
         """
         return files.file_operation(
@@ -517,39 +398,32 @@ class TelemetryClient:
         Another value is coerced (case, past tense; else ``"invalid"``), counted in
         ``tracking_stats()["coerced"]`` and logged; never raises.
         """
-        files.change_decision(self, op_id, decision, reason=reason, extra=extra)
+        emit_change_decision(self, op_id, decision, reason=reason, extra=extra)
 
     def tracking_stats(self) -> dict[str, Any]:
         """Counters of runs and file tracking: ``coerced`` by kind, ``tracking_errors``."""
-        return files.tracking(self).snapshot()
+        return tracking(self).snapshot()
 
 
-def _count(n: int, noun: str) -> str:
-    """``1 batch``, ``1,234 events``."""
-    plural = noun if n == 1 else noun + ("es" if noun.endswith("ch") else "s")
-    return f"{n:,} {plural}"
+def _result(done: Pending, start: float) -> FlushResult:
+    return FlushResult(done.ok, done.events, time.monotonic() - start, dropped_events=done.lost)
 
 
 _live_clients: weakref.WeakSet[TelemetryClient] = weakref.WeakSet()
 
 
-def _before_fork() -> None:
-    for c in list(_live_clients):
-        c._before_fork()
+def _each_client(hook: str) -> Callable[[], None]:
+    def run() -> None:
+        for c in list(_live_clients):
+            getattr(c, hook)()
 
-
-def _after_fork_parent() -> None:
-    for c in list(_live_clients):
-        c._after_fork_parent()
-
-
-def _after_fork_child() -> None:
-    for c in list(_live_clients):
-        c._after_fork_child()
+    return run
 
 
 os.register_at_fork(
-    before=_before_fork, after_in_parent=_after_fork_parent, after_in_child=_after_fork_child
+    before=_each_client("_before_fork"),
+    after_in_parent=_each_client("_after_fork_parent"),
+    after_in_child=_each_client("_after_fork_child"),
 )
 
 

@@ -34,7 +34,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 __all__ = [
-    "ATTACHMENT_KEY",
     "ENVELOPE_FIELDS",
     "EVENT_TYPES",
     "BashCommand",
@@ -51,6 +50,7 @@ __all__ = [
     "PromptSent",
     "ResponseChunk",
     "ResponseComplete",
+    "RunEvent",
     "SessionStart",
     "Started",
     "TelemetryDropped",
@@ -73,10 +73,6 @@ ENVELOPE_FIELDS = (
     "seq",
     "data",
 )
-
-#: Key of an attachment reference inside ``data``:
-#: ``{"$attachment": {"sha256": "<hex>", "size": <raw bytes>, "content_type": "..."}}``.
-ATTACHMENT_KEY = "$attachment"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -102,6 +98,18 @@ def payload_of(event: Event) -> dict[str, Any]:
         for k, v in event.attributes.items():
             data.setdefault(k, v)
     return data
+
+
+@dataclass(slots=True, kw_only=True)
+class RunEvent(Event):
+    """Base of the events an agent run emits (``RunRecorder`` stamps both fields).
+
+    ``run_id`` names the run; ``run_seq`` orders its events (1, 2, 3, ... in emit order:
+    ``started`` is 1). Outside a run both stay ``None`` and are left out of ``data``.
+    """
+
+    run_id: str | None = None
+    run_seq: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -173,7 +181,7 @@ class LLMCall(Event):
 
 
 @dataclass(slots=True, kw_only=True)
-class ToolCall(Event):
+class ToolCall(RunEvent):
     """The agent called a tool; ``result`` may be large (moved to an attachment)."""
 
     TYPE: ClassVar[str] = "tool_call"
@@ -183,8 +191,6 @@ class ToolCall(Event):
     result: Any = None
     duration_ms: float | None = None
     error: str | None = None
-    run_id: str | None = None
-    run_seq: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -219,7 +225,7 @@ class ChangeDecision(Event):
 
 
 @dataclass(slots=True, kw_only=True)
-class Error(Event):
+class Error(RunEvent):
     """An error with its stack trace; build one with :meth:`from_exception`."""
 
     TYPE: ClassVar[str] = "error"
@@ -227,8 +233,6 @@ class Error(Event):
     message: str
     stack_trace: str | None = None
     context: Mapping[str, Any] | None = None
-    run_id: str | None = None
-    run_seq: int | None = None
 
     @classmethod
     def from_exception(
@@ -247,57 +251,47 @@ class Error(Event):
 
 
 @dataclass(slots=True, kw_only=True)
-class Started(Event):
+class Started(RunEvent):
     """A run began."""
 
     TYPE: ClassVar[str] = "started"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     toolchain: str | None = None
     model: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
-class PromptSent(Event):
+class PromptSent(RunEvent):
     """The prompt sent to the model."""
 
     TYPE: ClassVar[str] = "prompt_sent"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     prompt: str | None = None
     tokens: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)
-class ResponseChunk(Event):
+class ResponseChunk(RunEvent):
     """Streamed model output (possibly several coalesced chunks)."""
 
     TYPE: ClassVar[str] = "response_chunk"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     content: str | None = None
     index: int | None = None  # ordinal of the first raw chunk in this event
     chunks: int | None = None  # raw chunks coalesced into this event
 
 
 @dataclass(slots=True, kw_only=True)
-class ResponseComplete(Event):
+class ResponseComplete(RunEvent):
     """The model's full response."""
 
     TYPE: ClassVar[str] = "response_complete"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     content: str | None = None
     tokens: int | None = None
 
 
 @dataclass(slots=True, kw_only=True)
-class ToolResult(Event):
+class ToolResult(RunEvent):
     """The result of a tool call made during a run."""
 
     TYPE: ClassVar[str] = "tool_result"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     tool_name: str | None = None
     call_id: str | None = None
     result: Any = None
@@ -306,23 +300,19 @@ class ToolResult(Event):
 
 
 @dataclass(slots=True, kw_only=True)
-class BashCommand(Event):
+class BashCommand(RunEvent):
     """A shell command the agent ran."""
 
     TYPE: ClassVar[str] = "bash_command"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     command: str
     cwd: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
-class BashOutput(Event):
+class BashOutput(RunEvent):
     """Output of a shell command."""
 
     TYPE: ClassVar[str] = "bash_output"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     output: str | None = None
     stream: str | None = None  # stdout | stderr
     exit_code: int | None = None
@@ -331,46 +321,38 @@ class BashOutput(Event):
 
 
 @dataclass(slots=True, kw_only=True)
-class FileRead(Event):
+class FileRead(RunEvent):
     """The agent read a file."""
 
     TYPE: ClassVar[str] = "file_read"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     path: str
     size: int | None = None
     content: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
-class FileWrite(Event):
+class FileWrite(RunEvent):
     """The agent wrote a file."""
 
     TYPE: ClassVar[str] = "file_write"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     path: str
     size: int | None = None
     content: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
-class Thinking(Event):
+class Thinking(RunEvent):
     """Model reasoning / planning text."""
 
     TYPE: ClassVar[str] = "thinking"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     content: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
-class Completed(Event):
+class Completed(RunEvent):
     """A run finished."""
 
     TYPE: ClassVar[str] = "completed"
-    run_id: str | None = None
-    run_seq: int | None = None  # order within the run (RunRecorder)
     status: str | None = None  # success | error | cancelled
     exit_code: int | None = None
     duration_ms: float | None = None

@@ -12,13 +12,14 @@ Disabled means disabled: when ``TELEMETRY_ENABLED`` (or ``DO_NOT_TRACK``) turns 
 invalid values of the other settings do not raise. They fall back to their defaults (valid ones
 are kept, so ``status`` still shows the configured spool) and one warning per process names them
 (:attr:`TelemetrySettings.ignored_problems` lists them too).
+
+Each value is parsed and checked by ``_internal/setting_values.py``; this module names the
+variable and the value in the error.
 """
 
 from __future__ import annotations
 
 import getpass
-import json
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -38,15 +39,13 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from telemetry_client._internal import setting_values as sv
 from telemetry_client._internal.log import logger
-from telemetry_client._internal.units import format_size, parse_duration_s, parse_size
 from telemetry_client.errors import ConfigError
 
 __all__ = ["TelemetrySettings"]
 
 KiB, MiB = 1024, 1024**2
-_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
-_APP_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _CROSS_FIELD = "telemetry_cross_field"
 _warned: set[str] = set()  # warnings about ignored settings already logged by this process
 
@@ -67,185 +66,6 @@ def _os_user() -> str:
         return "unknown"
 
 
-# --- coercers: run before pydantic, raise ValueError with the reason shown to the operator ---
-
-
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower() if isinstance(value, (str, int)) else None
-    if text in _TRUE or text in _FALSE:
-        return text in _TRUE
-    raise ValueError("expected one of 1/0, true/false, yes/no, on/off")
-
-
-def _do_not_track(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in _FALSE | {""}
-    return _bool(value)
-
-
-def _str(value: Any) -> str:
-    if not isinstance(value, str):
-        raise ValueError("expected a string")
-    return value.strip()
-
-
-def _optional_str(value: Any) -> str | None:
-    return None if value is None else (_str(value) or None)
-
-
-def _required_str(value: Any) -> str:
-    if not (text := _str(value)):
-        raise ValueError("must not be empty")
-    return text
-
-
-def _url(value: Any) -> str | None:
-    if value is None or not (text := _str(value)):
-        return None
-    hint = "expected an http:// or https:// URL with a host"
-    try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError:
-        raise ValueError(hint) from None
-    if parts.scheme.lower() not in {"http", "https"} or not parts.hostname or " " in text:
-        raise ValueError(hint)
-    return text
-
-
-def _token(value: Any) -> SecretStr | None:
-    if isinstance(value, SecretStr):
-        value = value.get_secret_value()
-    if value is None or not (text := _str(value)):
-        return None
-    if not all("!" <= ch <= "~" for ch in text):
-        raise ValueError("must be printable ASCII without spaces (it is sent as an HTTP header)")
-    return SecretStr(text)
-
-
-def _app(value: Any) -> str:
-    text = _str(value)
-    if not _APP_RE.fullmatch(text) or text in {".", ".."}:
-        raise ValueError("expected 1-64 characters from A-Z a-z 0-9 . _ - (not '.' or '..')")
-    return text
-
-
-def _path(value: Any) -> Path | None:
-    if value is None or value == "":
-        return None
-    if not isinstance(value, (str, os.PathLike)) or "\0" in str(value):
-        raise ValueError("expected a directory path")
-    return Path(value)
-
-
-def _size(low: int, high: int | None = None) -> BeforeValidator:
-    def check(value: Any) -> int:
-        size = parse_size(value)
-        if size < low or (high is not None and size > high):
-            bound = f"between {format_size(low)} and {format_size(high)}" if high else None
-            raise ValueError(f"must be {bound or f'at least {format_size(low)}'} ({size} bytes)")
-        return size
-
-    return BeforeValidator(check)
-
-
-def _integer(low: int, high: int) -> BeforeValidator:
-    def check(value: Any) -> int:
-        try:
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise TypeError
-            number = int(value.strip()) if isinstance(value, str) else int(value)
-            if number != value and not isinstance(value, str):
-                raise TypeError  # 2.5 events
-        except (TypeError, ValueError, OverflowError):
-            raise ValueError("expected a whole number like 1000") from None
-        if not low <= number <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return number
-
-    return BeforeValidator(check)
-
-
-def _float(*, zero_ok: bool) -> BeforeValidator:
-    """A finite number, > 0 (or >= 0 with ``zero_ok``, where 0 means unlimited)."""
-
-    def check(value: Any) -> float:
-        try:
-            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-                raise TypeError
-            number = float(value)
-        except (TypeError, ValueError):
-            raise ValueError("expected a number like 7 or 0.5") from None
-        if not math.isfinite(number) or number < 0 or (number == 0 and not zero_ok):
-            bound = ">= 0 (0 = unlimited)" if zero_ok else "greater than 0"
-            raise ValueError(f"must be a finite number {bound}")
-        return number
-
-    return BeforeValidator(check)
-
-
-def _choice(*options: str) -> BeforeValidator:
-    """One of ``options``, case-insensitive."""
-
-    def check(value: Any) -> str:
-        text = _str(value).lower()
-        if text not in options:
-            raise ValueError("expected " + " or ".join(repr(o) for o in options))
-        return text
-
-    return BeforeValidator(check)
-
-
-def _duration(low: float, high: float | None, unit: Literal["ms", "s"]) -> BeforeValidator:
-    scale = 1000.0 if unit == "ms" else 1.0
-
-    def check(value: Any) -> float:
-        amount = parse_duration_s(value, default_unit=unit) * scale
-        if unit == "ms":
-            amount = round(amount)
-        if amount < low or (high is not None and amount > high):
-            limit = (
-                f"between {low:g}{unit} and {high:g}{unit}" if high else f"at least {low:g}{unit}"
-            )
-            raise ValueError(f"must be {limit}")
-        return amount
-
-    return BeforeValidator(check)
-
-
-def _string_list(value: Any, *, allow_csv: bool) -> list[str]:
-    if isinstance(value, str):
-        text = value.strip()
-        if allow_csv and not text.startswith("["):
-            return [item.strip() for item in text.split(",") if item.strip()]
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        example = (
-            '["api_key", "session"] or api_key,session' if allow_csv else '["sk-[A-Za-z0-9]+"]'
-        )
-        raise ValueError(f"expected a JSON array of strings like {example}")
-    return list(value)
-
-
-def _redact_keys(value: Any) -> list[str]:
-    return [key.strip() for key in _string_list(value, allow_csv=True) if key.strip()]
-
-
-def _redact_patterns(value: Any) -> list[str]:
-    patterns = _string_list(value, allow_csv=False)
-    for pattern in patterns:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"pattern {pattern!r} does not compile: {exc}") from None
-    return patterns
-
-
 class TelemetrySettings(BaseSettings):
     """Client configuration; see the README for each ``TELEMETRY_*`` variable and its default."""
 
@@ -256,47 +76,47 @@ class TelemetrySettings(BaseSettings):
         extra="forbid",
     )
 
-    enabled: Annotated[bool, BeforeValidator(_bool)] = True
-    do_not_track: Annotated[bool, BeforeValidator(_do_not_track)] = Field(
+    enabled: Annotated[bool, BeforeValidator(sv.boolean)] = True
+    do_not_track: Annotated[bool, BeforeValidator(sv.do_not_track)] = Field(
         # Both choices resolve to the DO_NOT_TRACK variable (lookup is case-insensitive); the
         # alias keeps TELEMETRY_DO_NOT_TRACK from being read and still allows do_not_track=...
         default=False,
         validation_alias=AliasChoices("do_not_track", "DO_NOT_TRACK"),
     )
-    endpoint: Annotated[str | None, BeforeValidator(_url)] = None
-    attachments_endpoint: Annotated[str | None, BeforeValidator(_url)] = None
-    token: Annotated[SecretStr | None, BeforeValidator(_token)] = None
-    user_id: Annotated[str, BeforeValidator(_required_str)] = Field(default_factory=_os_user)
-    app: Annotated[str, BeforeValidator(_app)] = "default"
-    app_version: Annotated[str | None, BeforeValidator(_optional_str)] = None
-    session_id: Annotated[str | None, BeforeValidator(_optional_str)] = None
-    machine_id: Annotated[str | None, BeforeValidator(_optional_str)] = None
-    spool_dir: Annotated[Path | None, BeforeValidator(_path)] = None
-    spool_max_bytes: Annotated[int, _size(64 * KiB)] = 256 * MiB
-    retention_days: Annotated[float, _float(zero_ok=False)] = 7.0
-    batch_max_events: Annotated[int, _integer(1, 100_000)] = 1000
-    batch_max_bytes: Annotated[int, _size(KiB, 64 * MiB)] = MiB  # uncompressed JSONL
-    linger_ms: Annotated[int, _duration(1, 1000, "ms")] = 250
-    inline_max_bytes: Annotated[int, _size(256)] = 64 * KiB
-    attachment_max_bytes: Annotated[int, _size(256)] = 32 * MiB
-    upload_timeout: Annotated[float, _duration(0.1, 600, "s")] = 10.0
-    shutdown_timeout: Annotated[float, _duration(0, 600, "s")] = 5.0
-    upload_compression: Annotated[Literal["zstd", "gzip"], _choice("zstd", "gzip")] = "zstd"
-    upload_backoff_initial: Annotated[float, _duration(0.001, 3600, "s")] = 0.5
-    upload_backoff_max: Annotated[float, _duration(0.001, 86400, "s")] = 60.0
-    retry_after_max: Annotated[float, _duration(0, 86400, "s")] = 600.0
-    auth_pause: Annotated[float, _duration(0.001, 86400, "s")] = 300.0
-    replay_rate: Annotated[float, _float(zero_ok=True)] = 10.0
-    buffer_max_events: Annotated[int, _integer(100, 10_000_000)] = 10_000
-    fsync: Annotated[Literal["batch", "off"], _choice("batch", "off")] = "batch"
-    redact: Annotated[bool, BeforeValidator(_bool)] = True
-    redact_patterns: Annotated[list[str], NoDecode, BeforeValidator(_redact_patterns)] = Field(
+    endpoint: Annotated[str | None, BeforeValidator(sv.url)] = None
+    attachments_endpoint: Annotated[str | None, BeforeValidator(sv.url)] = None
+    token: Annotated[SecretStr | None, BeforeValidator(sv.token)] = None
+    user_id: Annotated[str, BeforeValidator(sv.required_text)] = Field(default_factory=_os_user)
+    app: Annotated[str, BeforeValidator(sv.app_name)] = "default"
+    app_version: Annotated[str | None, BeforeValidator(sv.optional_text)] = None
+    session_id: Annotated[str | None, BeforeValidator(sv.optional_text)] = None
+    machine_id: Annotated[str | None, BeforeValidator(sv.optional_text)] = None
+    spool_dir: Annotated[Path | None, BeforeValidator(sv.directory)] = None
+    spool_max_bytes: Annotated[int, sv.size(64 * KiB)] = 256 * MiB
+    retention_days: Annotated[float, sv.number(zero_ok=False)] = 7.0
+    batch_max_events: Annotated[int, sv.integer(1, 100_000)] = 1000
+    batch_max_bytes: Annotated[int, sv.size(KiB, 64 * MiB)] = MiB  # uncompressed JSONL
+    linger_ms: Annotated[int, sv.duration(1, 1000, "ms")] = 250
+    inline_max_bytes: Annotated[int, sv.size(256)] = 64 * KiB
+    attachment_max_bytes: Annotated[int, sv.size(256)] = 32 * MiB
+    upload_timeout: Annotated[float, sv.duration(0.1, 600, "s")] = 10.0
+    shutdown_timeout: Annotated[float, sv.duration(0, 600, "s")] = 5.0
+    upload_compression: Annotated[Literal["zstd", "gzip"], sv.choice("zstd", "gzip")] = "zstd"
+    upload_backoff_initial: Annotated[float, sv.duration(0.001, 3600, "s")] = 0.5
+    upload_backoff_max: Annotated[float, sv.duration(0.001, 86400, "s")] = 60.0
+    retry_after_max: Annotated[float, sv.duration(0, 86400, "s")] = 600.0
+    auth_pause: Annotated[float, sv.duration(0.001, 86400, "s")] = 300.0
+    replay_rate: Annotated[float, sv.number(zero_ok=True)] = 10.0
+    buffer_max_events: Annotated[int, sv.integer(100, 10_000_000)] = 10_000
+    fsync: Annotated[Literal["batch", "off"], sv.choice("batch", "off")] = "batch"
+    redact: Annotated[bool, BeforeValidator(sv.boolean)] = True
+    redact_patterns: Annotated[list[str], NoDecode, BeforeValidator(sv.redact_patterns)] = Field(
         default_factory=list
     )
-    redact_keys: Annotated[list[str], NoDecode, BeforeValidator(_redact_keys)] = Field(
+    redact_keys: Annotated[list[str], NoDecode, BeforeValidator(sv.redact_keys)] = Field(
         default_factory=list
     )
-    log_cooldown_s: Annotated[float, _duration(0, None, "s")] = 60.0
+    log_cooldown_s: Annotated[float, sv.duration(0, None, "s")] = 60.0
 
     _ignored: tuple[str, ...] = PrivateAttr(default=())
 
@@ -411,17 +231,12 @@ class TelemetrySettings(BaseSettings):
             return self.attachments_endpoint
         return self._sibling_url("attachments")
 
-    @property
-    def health_url(self) -> str | None:
-        """The collector's health check: the endpoint's sibling ``.../health``."""
-        return self._sibling_url("health", keep_query=False) if self.endpoint else None
-
-    def _sibling_url(self, name: str, *, keep_query: bool = True) -> str:
+    def _sibling_url(self, name: str) -> str:
         assert self.endpoint is not None
         parts = urlsplit(self.endpoint)
         parent = parts.path.rstrip("/").rpartition("/")[0]
         parts = parts._replace(path=f"{parent}/{name}", fragment="")
-        return urlunsplit(parts if keep_query else parts._replace(query=""))
+        return urlunsplit(parts)
 
     @property
     def resolved_spool_dir(self) -> Path:

@@ -8,6 +8,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 import types
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -547,3 +548,48 @@ def test_all_matches_the_public_names() -> None:
     assert telemetry_client.__all__ == sorted(telemetry_client.__all__)
     for name in exported:
         assert hasattr(telemetry_client, name), name
+
+
+# --- the pipeline (_pipeline.build): what the client is made of ---------------------------------
+
+
+def test_spool_only_pipeline_has_no_uploader_and_no_kill_switch(tmp_path: Path) -> None:
+    """Without an endpoint nothing uploads and emit() checks no kill switch (spool-only mode)."""
+    from telemetry_client._pipeline import build
+
+    pipeline = build(make_settings(tmp_path / "spool"))
+
+    assert pipeline.uploader is None
+    assert pipeline.kill_switch is None
+    assert not (tmp_path / "spool").exists()  # building touches no disk
+
+
+def test_pipeline_hands_the_writers_sealed_here_hint_to_the_uploader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch this process sealed without attachment references is claimed as trusted (no
+    decompress-and-count check): the batcher's hint reaches the uploader through the pipeline,
+    not through a callback into the uploader."""
+    from telemetry_client._pipeline import build
+
+    seen: list[bool] = []
+    claim = Spool.claim
+
+    def spy(self: Spool, *, trusted: Any = ()) -> Any:
+        got = claim(self, trusted=trusted)
+        if got is not None:
+            seen.append(got.batch_id in trusted)
+        return got
+
+    monkeypatch.setattr(Spool, "claim", spy)
+    settings = make_settings(tmp_path / "spool", endpoint="http://127.0.0.1:9/api/v1/events")
+    pipeline = build(settings)
+    assert pipeline.uploader is not None
+    pipeline.spool.open()
+    pipeline.batcher.put(("probe", {"i": 1}, time.time_ns(), 1, None, None))
+    assert pipeline.batcher.flush(10)
+
+    pipeline.uploader.step()  # nothing listens on port 9: the batch is released, unsent
+    pipeline.uploader.stop(0)
+
+    assert seen == [True]

@@ -32,11 +32,6 @@ def _uuid7_int(ts_ns: int, rand62: int) -> int:
     return (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | sub_ms << 64 | _VARIANT | rand62
 
 
-def _fmt(value: int) -> str:
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
 def event_id(ts_ns: int) -> str:
     """A UUIDv7 string for an event emitted at ``ts_ns`` (nanoseconds since the epoch).
 

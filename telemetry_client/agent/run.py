@@ -26,24 +26,11 @@ the agent's process); later exits do nothing. Every event of the run carries ``r
 and ``run_seq`` (1, 2, 3, ... in emit order: ``started`` is 1), and the session/user ids
 in effect where the recorder was created, whichever thread emits.
 
-Coalescing: ``response_chunk(text)`` appends to a buffer that becomes *one*
-``response_chunk`` event (``content``: the concatenated text, ``index``: the ordinal of
-its first chunk, ``chunks``: how many were joined) when it holds ``coalesce_bytes``
-(default 4 KiB, UTF-8) or its first chunk is ``coalesce_ms`` old (default 250 ms; checked
-when the next chunk arrives: there is no timer thread, so a buffer waits for the next
-chunk or run event), and before any other event of the run, so the stream keeps its order.
-``bash_output(text, stream=...)`` is coalesced the same way per stream; stdout and
-stderr buffers do not flush each other (their relative order is only kept at the
-granularity of coalesced events), anything else does. ``bash_output(..., exit_code=n)``
-ends the command: every other buffer goes out, then this stream's with ``exit_code``.
-``run.flush()`` emits the buffers now; ``coalesce_bytes=0`` emits every chunk.
-Content still buffered when a recorder is dropped without ``finish`` is lost.
-
-Cost on the caller's thread (measured on a 2-core VM, CPython 3.11): a chunk costs a
-lock, a clock read and a list append (about 1 µs); other helpers build one small event
-and call ``emit()`` (about 2 µs); the error event formats the traceback. Thread-safe:
-one lock per run orders the events; it is held while emitting, so concurrent helpers of
-one run serialise for microseconds.
+``response_chunk`` and ``bash_output`` chunks are coalesced into few events by size
+(``coalesce_bytes``, 4 KiB) or age (``coalesce_ms``, 250 ms), in stream order (rules:
+:mod:`telemetry_client.agent.coalesce`); ``run.flush()`` emits them now; content still
+buffered when a recorder is dropped without ``finish`` is lost. Thread-safe: one lock per
+run orders the events (costs: docs/features.md, "Agent runs").
 
 Never raises for telemetry reasons: a failure inside a helper is counted
 (``client.tracking_stats()["tracking_errors"]``) and logged at most once per cooldown.
@@ -64,18 +51,18 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from telemetry_client._internal import ids as _ids
-from telemetry_client.agent.files import tracking
+from telemetry_client.agent.coalesce import RESPONSE, Coalescer, as_text, utf8_len
+from telemetry_client.agent.counters import tracking
 from telemetry_client.context import session_id_var, user_id_var
 from telemetry_client.events import (
     BashCommand,
-    BashOutput,
     Completed,
     Error,
     FileRead,
     FileWrite,
     PromptSent,
-    ResponseChunk,
     ResponseComplete,
+    RunEvent,
     Started,
     Thinking,
     ToolCall,
@@ -92,56 +79,14 @@ DEFAULT_COALESCE_MS = 250.0
 #: The statuses ``completed`` reports by itself.
 STATUSES = ("success", "error", "cancelled")
 
-_RunEvent = (
-    Started
-    | PromptSent
-    | ResponseChunk
-    | ResponseComplete
-    | ToolCall
-    | ToolResult
-    | BashCommand
-    | BashOutput
-    | FileRead
-    | FileWrite
-    | Thinking
-    | Completed
-    | Error
-)
-_Key = tuple[str, str | None]  # ("response", None) or ("bash", stream)
-_RESPONSE: _Key = ("response", None)
 _CANCELLED = (asyncio.CancelledError, KeyboardInterrupt, GeneratorExit)
 
 _NEW, _RUNNING, _FINISHED = 0, 1, 2
 
 
-class _Pending:
-    """Chunks waiting to become one event."""
-
-    __slots__ = ("count", "first_at", "index", "parts", "size")
-
-    def __init__(self, first_at: float, index: int) -> None:
-        self.first_at = first_at
-        self.index = index
-        self.parts: list[str] = []
-        self.size = 0
-        self.count = 0
-
-
-def _utf8_len(text: str) -> int:
-    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
-
-
-def _as_text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", "replace")
-    return "" if value is None else str(value)
-
-
 def _size_of(content: object) -> int | None:
     if isinstance(content, str):
-        return _utf8_len(content)
+        return utf8_len(content)
     if isinstance(content, bytes | bytearray | memoryview):
         return len(content)
     return None
@@ -172,8 +117,6 @@ class RunRecorder:
         self._client = client
         self._active = client.enabled
         self._extra = dict(extra) if extra else None
-        self._max_bytes = max(0, int(coalesce_bytes))
-        self._max_age = max(0.0, float(coalesce_ms)) / 1000.0
         self._clock = clock or time.monotonic
         self._session = session_id_var.get()
         self._user = user_id_var.get()
@@ -181,8 +124,12 @@ class RunRecorder:
         self._state = _NEW
         self._seq = 0
         self._started_at = 0.0
-        self._pending: dict[_Key, _Pending] = {}
-        self._chunk_counts: dict[_Key, int] = {}
+        self._chunks = Coalescer(
+            self._send_locked,
+            max_bytes=max(0, int(coalesce_bytes)),
+            max_age_s=max(0.0, float(coalesce_ms)) / 1000.0,
+        )
+        self._append_chunk = self._chunks.append  # bound once: the per-chunk path
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -214,7 +161,7 @@ class RunRecorder:
             return
         try:
             with self._lock:
-                self._flush_locked()
+                self._chunks.flush()
         except Exception as exc:
             self._failed("flush", exc)
 
@@ -257,10 +204,10 @@ class RunRecorder:
             return
         try:
             if type(text) is not str:
-                text = _as_text(text)
+                text = as_text(text)
             now = self._clock()
             with self._lock:
-                self._append_locked(_RESPONSE, text, now, None)
+                self._append_chunk(RESPONSE, text, now, None, self._state == _FINISHED)
         except Exception as exc:
             self._failed("response_chunk", exc)
 
@@ -326,11 +273,13 @@ class RunRecorder:
         if not self._active:
             return
         try:
-            text = output if type(output) is str else _as_text(output)
+            text = output if type(output) is str else as_text(output)
             now = self._clock()
             with self._lock:
                 if text or exit_code is not None:
-                    self._append_locked(("bash", stream), text, now, exit_code)
+                    self._append_chunk(
+                        ("bash", stream), text, now, exit_code, self._state == _FINISHED
+                    )
         except Exception as exc:
             self._failed("bash_output", exc)
 
@@ -370,14 +319,14 @@ class RunRecorder:
         with contextlib.suppress(Exception):  # counting must not raise either
             tracking(self._client).failed(f"run.{where}", exc)
 
-    def _emit(self, where: str, event: _RunEvent, extra: Mapping[str, Any]) -> None:
+    def _emit(self, where: str, event: RunEvent, extra: Mapping[str, Any]) -> None:
         if not self._active:
             return
         try:
             if extra:
                 event.attributes = dict(extra)
             with self._lock:
-                self._flush_locked()
+                self._chunks.flush()
                 self._send_locked(event)
         except Exception as exc:
             self._failed(where, exc)
@@ -388,7 +337,7 @@ class RunRecorder:
         event = Started(toolchain=self.toolchain, model=self.model, attributes=self._extra)
         self._send_locked(event)
 
-    def _send_locked(self, event: _RunEvent) -> None:
+    def _send_locked(self, event: RunEvent) -> None:
         """Stamp and emit one event (no flush of buffers: callers decide)."""
         if self._state == _NEW:
             self._start_locked()
@@ -396,47 +345,6 @@ class RunRecorder:
         event.run_id = self.run_id
         event.run_seq = self._seq
         self._client.emit(event, session_id=self._session, user_id=self._user)
-
-    def _append_locked(self, key: _Key, text: str, now: float, exit_code: int | None) -> None:
-        pending = self._pending
-        if pending and (len(pending) > 1 or key not in pending):
-            # order across kinds: another kind's buffer (and, to end a stream, every
-            # other buffer) goes out before this one grows
-            for other in list(pending):
-                if other != key and (exit_code is not None or other[0] != key[0]):
-                    self._send_pending_locked(other, None)
-        buf = pending.get(key)
-        if buf is None:
-            index = self._chunk_counts.get(key, 0)
-            buf = pending[key] = _Pending(now, index)
-        if text:
-            buf.parts.append(text)
-            buf.size += _utf8_len(text)
-            buf.count += 1
-            self._chunk_counts[key] = buf.index + buf.count
-        if (
-            exit_code is not None
-            or buf.size >= self._max_bytes
-            or now - buf.first_at >= self._max_age
-            or self._state == _FINISHED
-        ):
-            self._send_pending_locked(key, exit_code)
-
-    def _send_pending_locked(self, key: _Key, exit_code: int | None) -> None:
-        buf = self._pending.pop(key)
-        content = "".join(buf.parts) if buf.parts else None
-        count = buf.count or None
-        if key[0] == "response":
-            self._send_locked(ResponseChunk(content=content, index=buf.index, chunks=count))
-        else:
-            event = BashOutput(
-                output=content, stream=key[1], exit_code=exit_code, index=buf.index, chunks=count
-            )
-            self._send_locked(event)
-
-    def _flush_locked(self) -> None:
-        for key in list(self._pending):
-            self._send_pending_locked(key, None)
 
     def _finish(
         self,
@@ -459,7 +367,7 @@ class RunRecorder:
                     return
                 if self._state == _NEW:
                     self._start_locked()
-                self._flush_locked()
+                self._chunks.flush()
                 final = status or _status_of(exc, cancelled)
                 code = exit_code if exit_code is not None else self.exit_code
                 if isinstance(exc, SystemExit) and isinstance(exc.code, int) and code is None:

@@ -24,13 +24,14 @@ import httpx
 import orjson
 
 from telemetry_client import events
+from telemetry_client.cli._common import EXIT_CONFIG, EXIT_OK
 from telemetry_client.cli.flush import run_flush
-from telemetry_client.cli.main import _cmd_status
+from telemetry_client.cli.status import show_status
 from telemetry_client.client import TelemetryClient
 from telemetry_client.context import session_context
 from telemetry_client.settings import TelemetrySettings
 
-__all__ = ["run_demo"]
+__all__ = ["command", "run_demo"]
 
 _SESSION = "demo-session-1"
 
@@ -121,6 +122,11 @@ def _step(out: TextIO, text: str) -> None:
     out.write(f"\n== {text}\n")
 
 
+def command(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
+    """``demo`` as parsed by ``cli.main``: its own settings, never the app's spool."""
+    return run_demo(out, spool_dir=args.spool_dir, keep=args.keep)
+
+
 def run_demo(out: TextIO, *, spool_dir: str | None = None, keep: bool = False) -> int:
     """Run the end-to-end demo on loopback, printing what happens; returns the exit code."""
     try:
@@ -130,7 +136,7 @@ def run_demo(out: TextIO, *, spool_dir: str | None = None, keep: bool = False) -
             f"the demo needs the collector extra: pip install 'telemetry-client[collector]'"
             f" ({exc})\n"
         )
-        return 2
+        return EXIT_CONFIG
     tmp = tempfile.mkdtemp(prefix="telemetry-demo-")
     spool_dir = spool_dir or str(Path(tmp) / "spool")
     token = secrets.token_urlsafe(24)
@@ -158,7 +164,7 @@ def run_demo(out: TextIO, *, spool_dir: str | None = None, keep: bool = False) -
             f"emitted {n} events; spooled={stats['spooled']} redacted={stats['redacted']}"
             f" attachments={stats.get('attachments', 0)}\n\n$ telemetry-client status\n"
         )
-        _cmd_status(offline, argparse.Namespace(json=False), out)
+        show_status(offline, out)
 
         _step(out, "2. the collector comes up (reference collector on loopback)")
         config = CollectorConfig(data_dir=Path(tmp) / "collector", tokens=[token])
@@ -173,7 +179,7 @@ def run_demo(out: TextIO, *, spool_dir: str | None = None, keep: bool = False) -
             )
             out.write("\n$ telemetry-client flush\n")
             code = run_flush(online, 30.0, out, out)
-            if code != 0:
+            if code != EXIT_OK:
                 return code
 
             _step(out, "3. the app keeps running: live events are uploaded in the background")

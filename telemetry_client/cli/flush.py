@@ -17,18 +17,20 @@ a few attempts instead of waiting out ``--timeout``; ``--wait`` keeps trying unt
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from typing import TextIO
 
 from telemetry_client._internal.units import format_size
 from telemetry_client._internal.urls import host_port
-from telemetry_client.client import TelemetryClient
+from telemetry_client._pipeline import Pipeline, build
+from telemetry_client.cli._common import EXIT_CONFIG, EXIT_INTERRUPTED, EXIT_OK, EXIT_PENDING
 from telemetry_client.settings import TelemetrySettings
 from telemetry_client.upload import SendResult, Uploader
 
-__all__ = ["run_flush"]
+__all__ = ["command", "run_flush"]
 
-EXIT_OK, EXIT_PENDING, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 _BAR = 30
 # Consecutive refused connections before a flush without --wait gives up: enough to ride
 # out one restart race, few enough to answer in about a second (backoff 0.5 s, 1 s).
@@ -76,6 +78,11 @@ class _Progress:
         self.out.flush()
 
 
+def command(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
+    """``flush`` as parsed by ``cli.main``; configuration errors and Ctrl-C go to stderr."""
+    return run_flush(settings, args.timeout, out, sys.stderr, wait=args.wait)
+
+
 def run_flush(
     settings: TelemetrySettings,
     timeout: float,
@@ -100,27 +107,26 @@ def run_flush(
     if not settings.resolved_spool_dir.is_dir():
         out.write("nothing pending (the spool does not exist yet)\n")
         return EXIT_OK
-    client = TelemetryClient(settings)  # never started: lends its spool and uploader
-    up = client._uploader
+    pipeline = build(settings)  # never started: flush drives its uploader on this thread
+    up = pipeline.uploader
     assert up is not None
-    drain = _Drain(client, up, out, err, wait=wait)
+    drain = _Drain(pipeline, up, out, err, wait=wait)
     try:
-        client.spool.open()
+        pipeline.spool.open()
         return drain.run(timeout)
     except KeyboardInterrupt:
         return drain.interrupted()
     finally:
         up.stop(0)
-        client.close(0)
 
 
 class _Drain:
     """One flush: the stepping loop, and what an interruption reports."""
 
     def __init__(
-        self, client: TelemetryClient, up: Uploader, out: TextIO, err: TextIO, *, wait: bool
+        self, pipeline: Pipeline, up: Uploader, out: TextIO, err: TextIO, *, wait: bool
     ) -> None:
-        self.client = client
+        self.pipeline = pipeline
         self.up = up
         self.out = out
         self.err = err
@@ -133,7 +139,7 @@ class _Drain:
     def interrupted(self) -> int:
         """Ctrl-C: one line on stderr with what is still pending (it stays spooled)."""
         self._end_progress_line()
-        spool = self.client.spool
+        spool = self.pipeline.spool
         left = spool.pending() if self.cutoff is None else spool.pending_before(self.cutoff)
         self.err.write(
             f"telemetry-client flush: interrupted; {left.events} events in {left.batches}"
@@ -144,7 +150,7 @@ class _Drain:
         return EXIT_INTERRUPTED
 
     def run(self, timeout: float) -> int:
-        spool = self.client.spool
+        spool = self.pipeline.spool
         deadline = time.monotonic() + timeout
         self.up.set_deadline(deadline)
         self.up.report_drops()  # losses not yet reported go out with this flush
@@ -168,7 +174,7 @@ class _Drain:
 
     def _loop(self, deadline: float, cutoff: int) -> str | None:
         """Step until every batch sealed before ``cutoff`` is delivered (None), or why not."""
-        up, spool, progress = self.up, self.client.spool, self.progress
+        up, spool, progress = self.up, self.pipeline.spool, self.progress
         assert progress is not None
         why = "timed out"
         refused = 0  # consecutive attempts that could not connect at all

@@ -46,19 +46,18 @@ from starlette.requests import HTTPConnection
 
 from telemetry_client._internal.log import RateLimitedLogger
 from telemetry_client.client import TelemetryClient
-from telemetry_client.integrations._asgi import (
-    HTTP_REQUEST,
-    NORMAL_CLOSE_CODES,
-    UNMATCHED_ROUTE,
-    WEBSOCKET_SESSION,
-    TelemetryMiddleware,
-    bind_session,
+from telemetry_client.integrations._asgi.connection import (
     current_client,
     register_client,
-    telemetry_failures,
     unregister_client,
-    warm_host_facts,
 )
+from telemetry_client.integrations._asgi.errors import NORMAL_CLOSE_CODES
+from telemetry_client.integrations._asgi.failures import telemetry_failures
+from telemetry_client.integrations._asgi.http import HTTP_REQUEST
+from telemetry_client.integrations._asgi.middleware import TelemetryMiddleware
+from telemetry_client.integrations._asgi.routes import UNMATCHED_ROUTE
+from telemetry_client.integrations._asgi.sessions import bind_session, warm_host_facts
+from telemetry_client.integrations._asgi.websocket import WEBSOCKET_SESSION
 from telemetry_client.settings import TelemetrySettings
 
 __all__ = [

@@ -1,8 +1,9 @@
 """Attachment blobs: their file names, the reference format, and strict zstd frame decoding.
 
-A string or bytes field too large to stay inline leaves its event (``encode/encoder.py``) and is
-stored once, content-addressed, under ``attachments/`` in the spool (``store.py`` writes,
-reads, evicts and collects them). The event keeps a reference in place of the value::
+A string or bytes field too large to stay inline leaves its event (``encode/encoder.py``)
+and is stored once, content-addressed, under ``attachments/`` in the spool
+(``blob_store.py`` writes, reads and collects blobs; ``cap.py`` evicts them). The event
+keeps a reference in place of the value::
 
     {"$attachment": {"sha256": "<hex of the raw bytes>", "size": <raw bytes>,
                      "content_type": "text/plain; charset=utf-8"}}
@@ -64,7 +65,7 @@ class BlobName:
 
 @dataclass(frozen=True, slots=True)
 class BlobRef:
-    """What :meth:`Spool.put_blob` did with one attachment.
+    """What :meth:`BlobStore.put` (``Spool.put_blob``) did with one attachment.
 
     ``stored`` is False when the blob alone is larger than the spool cap (nothing written).
     """

@@ -1,5 +1,9 @@
 """Upload state shared through the spool: the remote kill switch and the last outcome.
 
+:class:`KillSwitch` is this process's view of the switch: the native destination reports
+``X-Telemetry-Disable`` to it, the uploader refreshes it every step, and ``emit()`` reads
+its ``until`` (one attribute read on the hot path, no disk).
+
 Files (0600, atomically replaced, counted toward the spool cap like everything else):
 
 - ``state/control.json``: ``{"disabled_until": <unix s>, "set_at": <unix s>}``. Written when
@@ -15,14 +19,17 @@ import contextlib
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from telemetry_client._internal import fs as _fs
+from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.upload.policy import parse_disable
 
-__all__ = ["Control", "LastUpload"]
+__all__ = ["Control", "KillSwitch", "LastUpload"]
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -59,10 +66,6 @@ class Control:
             self._seen = key
         return self._until
 
-    def active(self, now: float | None = None) -> bool:
-        until = self.disabled_until()
-        return until > (time.time() if now is None else now)
-
     def disable(self, seconds: float, now: float | None = None) -> float:
         """Turn the kill switch on for ``seconds`` (0 turns it off); returns the end time."""
         t = time.time() if now is None else now
@@ -73,6 +76,54 @@ class Control:
         self._seen = None
         self._until = until
         return until
+
+
+class KillSwitch:
+    """The kill switch as this process sees it; ``until`` is its end (unix s, 0.0 when off).
+
+    Read from disk at construction, not at the first upload step: a restarted process must
+    not collect between its start and that step.
+    """
+
+    __slots__ = ("_clock", "_log", "control", "until")
+
+    def __init__(
+        self,
+        control: Control,
+        *,
+        log: RateLimitedLogger,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.control = control
+        self._log = log
+        self._clock = clock
+        self.until = 0.0
+        self.refresh(clock())
+
+    def refresh(self, now: float) -> float:
+        """Re-read the switch (any process may set or lift it); returns its end time."""
+        until = self.control.disabled_until()
+        self.until = until if until > now else 0.0
+        return until
+
+    def observe(self, header: str | None) -> None:
+        """Act on an ``X-Telemetry-Disable`` answer header (absent or malformed: nothing)."""
+        seconds = parse_disable(header)
+        if seconds is None:
+            return
+        try:
+            until = self.control.disable(seconds, now=self._clock())
+        except OSError as exc:
+            self._log.warning("kill_switch_io", "telemetry: cannot persist kill switch: %s", exc)
+            until = self._clock() + seconds if seconds > 0 else 0.0
+        self.until = until
+        if seconds > 0:
+            self._log.warning(
+                "kill_switch",
+                "telemetry disabled by the collector for %.0f s (X-Telemetry-Disable);"
+                " spooled data is kept",
+                seconds,
+            )
 
 
 class LastUpload:

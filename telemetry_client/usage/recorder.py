@@ -10,10 +10,15 @@ unlock, typically a few milliseconds); ``flush()`` and ``close()`` merge the res
 caller's thread. A dedicated thread rather than the spool writer: the writer's latency
 budget (``TELEMETRY_LINGER_MS``) must not wait on a lock other processes hold.
 
-The merge takes the calls in emit order and applies the chat-turn rule of
-:mod:`telemetry_client.usage` (a turn already captured as an ``llm_call`` is not counted
-again; ``usage_turns_covered`` counts those), keyed by session, provider and model, for
-at most :data:`MAX_TRACKED_KEYS` keys (the least recently used are forgotten).
+Chat turns count too: an ``events.ChatTurn`` naming both a ``provider`` and a ``model`` is
+one request (its tokens when given, no bytes; an error when its ``status`` is ``"error"``
+or ``"failed"``), unless this process emitted an ``llm_call`` for the same provider and
+model (case-insensitive) in the same session since that session's previous turn for them:
+then the call was already counted, with the provider's exact figures
+(``usage_turns_covered`` counts those turns). The merge applies this rule in emit order,
+keyed by session, provider and model, for at most :data:`MAX_TRACKED_KEYS` keys (the least
+recently used are forgotten). Calls another process recorded (a proxy on the same spool)
+are not matched: an app behind one should leave ``provider``/``model`` out of its turns.
 
 Failures never reach the caller: a merge that fails (read-only or full disk, lock timeout)
 is counted (``usage_errors``), logged once per cooldown, and retried a second later with

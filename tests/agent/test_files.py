@@ -17,12 +17,8 @@ from hypothesis import strategies as st
 
 from telemetry_client import TelemetryClient, TelemetrySettings
 from telemetry_client.agent import files
-from telemetry_client.agent.files import (
-    describe_change,
-    is_binary,
-    normalize_decision,
-    unified_diff,
-)
+from telemetry_client.agent.decisions import normalize_decision
+from telemetry_client.agent.diff import describe_change, is_binary, unified_diff
 
 SettingsFactory = Callable[..., TelemetrySettings]
 

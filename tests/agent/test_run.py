@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from telemetry_client import TelemetryClient, TelemetrySettings, session_context
+from telemetry_client import TelemetryClient, TelemetrySettings, events, session_context
 
 SettingsFactory = Callable[..., TelemetrySettings]
 
@@ -438,3 +438,57 @@ def test_disabled_client_gives_a_no_op_recorder(settings_factory: SettingsFactor
     assert run.status == "error"
     assert not settings.resolved_spool_dir.exists()
     assert client.stats()["emitted"] == 0
+
+
+# -- the RunEvent base -----------------------------------------------------------------------
+
+#: The wire types a run emits (CONTRACT §4's run stream, plus tool calls and errors).
+RUN_STREAM_TYPES = (
+    "started",
+    "prompt_sent",
+    "response_chunk",
+    "response_complete",
+    "tool_call",
+    "tool_result",
+    "bash_command",
+    "bash_output",
+    "file_read",
+    "file_write",
+    "thinking",
+    "completed",
+    "error",
+)
+_REQUIRED: dict[str, dict[str, Any]] = {
+    "tool_call": {"tool_name": "grep"},
+    "error": {"error_type": "KeyError", "message": "k"},
+    "bash_command": {"command": "ls"},
+    "file_read": {"path": "a.py"},
+    "file_write": {"path": "a.py"},
+}
+
+
+@pytest.mark.parametrize("type_", RUN_STREAM_TYPES)
+def test_run_stream_types_share_the_run_event_base(type_: str) -> None:
+    """Each run-stream type is a ``RunEvent``: ``run_id``/``run_seq`` are constructor
+    keywords, in ``data`` when set and absent when not (the wire format of 0.1)."""
+    cls = events.EVENT_TYPES[type_]
+    assert issubclass(cls, events.RunEvent)
+    required = _REQUIRED.get(type_, {})
+    stamped = events.payload_of(cls(run_id="r-1", run_seq=3, **required))
+    assert (stamped["run_id"], stamped["run_seq"]) == ("r-1", 3)
+    assert stamped == {**required, "run_id": "r-1", "run_seq": 3}
+    assert "run_id" not in events.payload_of(cls(**required))
+
+
+def test_only_run_stream_types_are_run_events() -> None:
+    """Session, chat, LLM-call, file and loss events carry no run fields."""
+    others = {t for t, cls in events.EVENT_TYPES.items() if not issubclass(cls, events.RunEvent)}
+    assert others == set(events.EVENT_TYPES) - set(RUN_STREAM_TYPES)
+    assert others == {
+        "session_start",
+        "chat_turn",
+        "llm_call",
+        "file_operation",
+        "change_decision",
+        "telemetry_dropped",
+    }

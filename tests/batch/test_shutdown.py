@@ -26,9 +26,10 @@ from conftest import CollectorHandle, wait_until
 from telemetry_client import Spool, TelemetryClient, TelemetrySettings
 from telemetry_client._internal import fs as spool_fs
 from telemetry_client._internal.log import RateLimitedLogger
-from telemetry_client.batch.batcher import SHUTDOWN_BATCH_BYTES, Batcher
+from telemetry_client.batch import Batcher
+from telemetry_client.batch.shutdown import SHUTDOWN_BATCH_BYTES
 from telemetry_client.cli.main import status_dict
-from telemetry_client.encode.encoder import Encoder
+from telemetry_client.encode import Encoder
 from telemetry_client.encode.redact import Redactor
 
 SettingsFactory = Callable[..., TelemetrySettings]

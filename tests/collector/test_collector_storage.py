@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from telemetry_client.collector._decode import validate_envelope
-from telemetry_client.collector.store import files as storage_mod
+from telemetry_client.collector.store import _io as storage_io
 from telemetry_client.collector.store.files import EventQuery, Storage, StorageError, partition_name
 
 HOSTILE_IDS = [
@@ -186,16 +186,16 @@ def test_a_failed_commit_is_undone_and_retried_cleanly(
     store = Storage.open(tmp_path)
     try:
         store.events.append([_decoded(1)], "k1")
-        real = storage_mod._pwrite_all
-        journal_fd = store.events._journal_fd
+        real = storage_io.pwrite_all
+        journal = (tmp_path / "journal.jsonl").stat().st_ino
 
         def full_disk(fd: int, data: bytes, offset: int) -> None:
-            if fd == journal_fd:
+            if os.fstat(fd).st_ino == journal:
                 real(fd, data[:5], offset)  # a short write, then ENOSPC
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             real(fd, data, offset)
 
-        monkeypatch.setattr(storage_mod, "_pwrite_all", full_disk)
+        monkeypatch.setattr(storage_io, "pwrite_all", full_disk)
         with pytest.raises(OSError, match="No space left"):
             store.events.append([_decoded(2), _decoded(3, user_id="carol")], "k2")
         assert store.check() == []
@@ -219,7 +219,7 @@ def test_storage_failure_answers_503_and_the_retry_is_stored_once(
     body = orjson.dumps(collector_event(1)) + b"\n"
     headers = {"Content-Type": "application/x-ndjson", "Idempotency-Key": "b-1"}
     with collector.client() as http:
-        monkeypatch.setattr(storage_mod, "_pwrite_all", broken)
+        monkeypatch.setattr(storage_io, "pwrite_all", broken)
         response = http.post("/api/v1/events", content=body, headers=headers)
         assert response.status_code == 503
         assert response.json() == {"detail": "storage unavailable; retry later"}

@@ -24,8 +24,9 @@ import zstandard
 from telemetry_client import TelemetryClient, TelemetrySettings
 from telemetry_client._internal import fs as spool_fs
 from telemetry_client._internal.log import RateLimitedLogger
-from telemetry_client.batch.batcher import Batcher
-from telemetry_client.encode.encoder import EXCERPT_BYTES, Encoder
+from telemetry_client.batch import Batcher
+from telemetry_client.encode import Encoder
+from telemetry_client.encode.attachments import EXCERPT_BYTES
 from telemetry_client.encode.redact import Redactor
 from telemetry_client.spool import Spool
 from telemetry_client.spool.blobs import BINARY, TEXT, AttachmentRef, BlobName, attachment_refs
@@ -172,6 +173,39 @@ def test_a_large_event_of_small_fields_stays_whole(spool: Spool) -> None:
     data = {f"k{i}": "v" * 100 for i in range(50)} | {"l": ["w" * 500] * 10}
     assert encode(enc, data) == data
     assert (enc.attachments, blob_files(spool)) == (0, [])
+
+
+def test_the_blob_store_is_any_put_blob_callable() -> None:
+    """The encoder reaches the blob store through one callable: a plain function returning
+    anything with ``sha256`` and ``stored`` works (a dict here), for text and bytes alike."""
+    stored: dict[str, tuple[bytes, str]] = {}
+
+    class Outcome:
+        def __init__(self, sha256: str) -> None:
+            self.sha256 = sha256
+            self.stored = True
+
+    def put_blob(raw: bytes, content_type: str) -> Outcome:
+        sha = hashlib.sha256(raw).hexdigest()
+        stored[sha] = (raw, content_type)
+        return Outcome(sha)
+
+    enc = Encoder(
+        redactor=Redactor(enabled=False),
+        app="app",
+        app_version="1",
+        machine_id="m",
+        user_id="u",
+        session_id="s",
+        put_blob=put_blob,
+        inline_max_bytes=LIMIT,
+    )
+    text, raw = "t" * (LIMIT + 1), b"\x00" * (LIMIT + 1)
+    data = encode(enc, {"text": text, "raw": raw})
+    refs = {k: ref_of(data[k]) for k in ("text", "raw")}
+    assert stored[refs["text"]["sha256"]] == (text.encode(), TEXT)
+    assert stored[refs["raw"]["sha256"]] == (raw, BINARY)
+    assert enc.attachments == 2
 
 
 def test_blob_is_one_zstd_frame_named_by_hash_and_sizes(spool: Spool) -> None:

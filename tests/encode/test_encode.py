@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from telemetry_client import events
 from telemetry_client._internal import ids as _ids
-from telemetry_client.encode.encoder import MAX_DEPTH, Encoder, format_ts
+from telemetry_client.encode import Encoder, format_ts
+from telemetry_client.encode.coerce import MAX_DEPTH
 from telemetry_client.encode.redact import Redactor
 
 TS_NS = 1_700_000_000_123_456_789  # 2023-11-14T22:13:20.123456789Z

@@ -1,6 +1,6 @@
 """The spool (``telemetry_client.spool``): contract, claims, corruption, leftovers, cap, faults.
 
-Storage tests end with ``spool.check() == []`` (the on-disk invariants of ``spool/store.py``).
+Storage tests end with ``spool.check() == []`` (the on-disk invariants, ``docs/spool.md``).
 Nothing here sleeps to synchronise: tests wait on conditions with a deadline (``wait_until``).
 """
 
@@ -33,7 +33,7 @@ from conftest import wait_until
 from telemetry_client import TelemetryClient, TelemetrySettings
 from telemetry_client._internal import fs as spool_fs
 from telemetry_client._internal import ids
-from telemetry_client.batch import batcher as _batcher
+from telemetry_client.batch import sealer as _sealer
 from telemetry_client.spool import BatchName, Claim, PendingStats, Spool
 
 S = 1_000_000_000  # ns per second
@@ -337,6 +337,45 @@ def test_pending_counts_sealed_and_claimed_batches_only(spool: Spool) -> None:
     assert stats.oldest_age_s is not None
     assert stats.oldest_age_s < 29.9
     assert spool.dead_letters() == [sealed[0]]
+    assert spool.check() == []
+
+
+def test_pending_is_pending_before_the_end_of_time(spool: Spool) -> None:
+    """pending() counts every sealed batch, a future-dated one too; pending_before(now) not."""
+    now = time.time_ns()
+    seal_n(spool, 2, ts_ns=now - 10 * S)
+    seal_n(spool, 3, ts_ns=now + 3 * DAY)  # a clock that ran ahead
+    assert (spool.pending().batches, spool.pending().events) == (2, 5)
+    assert (spool.pending_before(now).batches, spool.pending_before(now).events) == (1, 2)
+    assert spool.check() == []
+
+
+def test_claim_says_whether_it_is_still_held(spool: Spool) -> None:
+    """claim.held is True from claim() until ack/release/dead_letter/quarantine gives it back."""
+    for give_back in (spool.ack, spool.release, spool.dead_letter, spool.quarantine):
+        seal_n(spool, 1)
+        claim = spool.claim()
+        assert claim is not None
+        assert claim.held
+        give_back(claim)
+        assert not claim.held, give_back.__name__
+        give_back(claim)  # giving it back twice is harmless
+    assert spool.check() == []
+
+
+def test_the_parts_are_the_spool(spool: Spool) -> None:
+    """spool.queue, spool.blobs and spool.ledger act on the same directory as the facade."""
+    name, events = seal_n(spool, 2)
+    claim = spool.queue.claim()
+    assert claim is not None
+    assert claim.name == name
+    assert claim.events() == events
+    spool.queue.ack(claim)
+    ref = spool.blobs.put(b"attachment bytes", "text/plain")
+    assert spool.read_blob(ref.sha256) == spool.blobs.read(ref.sha256) is not None
+    spool.ledger.record_loss("disk_error", 1, 10, 1, 2)
+    assert spool.dropped().by_reason == {"disk_error": {"events": 1, "bytes": 10}}
+    assert spool.pending().batches == 0
     assert spool.check() == []
 
 
@@ -784,21 +823,38 @@ def test_batch_larger_than_the_cap_is_dropped_and_counted(tmp_path: Path) -> Non
     assert spool.check() == []
 
 
-def test_unreported_losses_are_taken_once_while_totals_persist(tmp_path: Path) -> None:
-    """take_unreported_drops() hands each loss over once (for the collector); totals stay."""
+def test_unreported_losses_are_reported_once_while_totals_persist(tmp_path: Path) -> None:
+    """peek_unreported() shows each loss until forget_reported() takes the report off; the
+    totals stay, across a reopen (the path the loss reports take)."""
     spool = Spool(tmp_path / "spool", max_bytes=4096, fsync=False)
     spool.open()
     spool.seal(os.urandom(8192), 3)  # dropped: larger than the cap
     spool.record_loss("disk_error", 5, 100, 1_000, 2_000)
-    taken = spool.take_unreported_drops()
-    assert {r: (v["events"], v["bytes"]) for r, v in taken.items()} == {
+    peeked = spool.peek_unreported()
+    assert {r: (v["events"], v["bytes"]) for r, v in peeked.items()} == {
         "cap": (3, 8192),
         "disk_error": (5, 100),
     }
-    assert (taken["disk_error"]["first_ns"], taken["disk_error"]["last_ns"]) == (1_000, 2_000)
-    assert spool.take_unreported_drops() == {}
+    assert (peeked["disk_error"]["first_ns"], peeked["disk_error"]["last_ns"]) == (1_000, 2_000)
+    assert spool.peek_unreported() == peeked  # peeking takes nothing
+    spool.forget_reported(peeked)
+    assert spool.peek_unreported() == {}
     reopened = Spool(tmp_path / "spool", max_bytes=4096, fsync=False).dropped()
     assert (reopened.events, reopened.bytes, reopened.unreported) == (8, 8292, {})
+    assert spool.check() == []
+
+
+def test_a_loss_recorded_after_the_peek_stays_unreported(tmp_path: Path) -> None:
+    """forget_reported() subtracts only what was reported: a loss recorded meanwhile stays."""
+    spool = Spool(tmp_path / "spool", max_bytes=BIG, fsync=False)
+    spool.open()
+    spool.record_loss("disk_error", 5, 100, 1_000, 2_000)
+    peeked = spool.peek_unreported()
+    spool.record_loss("disk_error", 2, 40, 3_000, 4_000)
+    spool.forget_reported(peeked)
+    left = spool.peek_unreported()["disk_error"]
+    assert (left["events"], left["bytes"]) == (2, 40)
+    assert spool.dropped().by_reason["disk_error"] == {"events": 7, "bytes": 140}
     assert spool.check() == []
 
 
@@ -895,7 +951,7 @@ def test_disk_fault_is_counted_logged_once_and_survived(
 ) -> None:
     """Disk full / read-only: emit() never raises, errors counted, logged once; nothing lost."""
     caplog.set_level(logging.WARNING, logger="telemetry_client")
-    monkeypatch.setattr(_batcher, "RETRY_FAILED_AFTER_S", 0.01)  # many retries, quickly
+    monkeypatch.setattr(_sealer, "RETRY_FAILED_AFTER_S", 0.01)  # many retries, quickly
     real = getattr(spool_fs, target)
     broken = fault(real)
     failing = threading.Event()
@@ -906,7 +962,7 @@ def test_disk_fault_is_counted_logged_once_and_survived(
 
     monkeypatch.setattr(spool_fs, target, maybe_broken)
     # 40 events cut by count into 4 batches: all fit in memory (MAX_FAILED_BATCHES) while failing.
-    assert _batcher.MAX_FAILED_BATCHES >= 4
+    assert _sealer.MAX_FAILED_BATCHES >= 4
     settings = settings_factory(
         batch_max_events=10, linger_ms=1000, log_cooldown_s=3600, fsync="off"
     )
@@ -960,7 +1016,7 @@ def test_read_only_spool_dir_is_survived(
     if not _permissions_enforced(tmp_path):
         pytest.skip("directory permissions are not enforced for this user (root)")
     caplog.set_level(logging.WARNING, logger="telemetry_client")
-    monkeypatch.setattr(_batcher, "RETRY_FAILED_AFTER_S", 0.01)
+    monkeypatch.setattr(_sealer, "RETRY_FAILED_AFTER_S", 0.01)
     settings = settings_factory(
         batch_max_events=10, linger_ms=1000, log_cooldown_s=3600, fsync="off"
     )

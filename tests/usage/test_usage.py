@@ -26,10 +26,10 @@ import pytest
 from _procs.usage_writer import call as writer_call
 from conftest import child_env, wait_until
 
-from telemetry_client import Spool, TelemetryClient, TelemetrySettings, cli, events
+from telemetry_client import Spool, TelemetryClient, TelemetrySettings, cli, events, usage
 from telemetry_client._internal import fs as _fs
 from telemetry_client._internal.log import RateLimitedLogger
-from telemetry_client.usage import store as usage
+from telemetry_client.usage import series as usage_series
 from telemetry_client.usage.recorder import UsageRecorder
 from telemetry_client.usage.store import UsageRecord, UsageSnapshot, UsageStore
 
@@ -299,7 +299,7 @@ def test_minute_buckets_are_pruned_and_bounded(
     after = store.read().series[key].minutes
     assert result.pruned == sum(1 for m in before if m < later - usage.RETENTION_S) > 0
     assert after == {m: v for m, v in before.items() if m >= later - usage.RETENTION_S}
-    monkeypatch.setattr(usage, "MAX_MINUTES", 10)  # the hard bound (clock jumps): newest kept
+    monkeypatch.setattr(usage_series, "MAX_MINUTES", 10)  # the hard bound (clock jumps)
     store.merge([], now=later)
     assert sorted(store.read().series[key].minutes) == sorted(after)[-10:]
 
@@ -308,11 +308,11 @@ def test_too_many_models_fold_into_other_keeping_totals(
     store: UsageStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Past MAX_SERIES provider:model pairs, the least recently used fold into (other)."""
-    monkeypatch.setattr(usage, "MAX_SERIES", 3)
+    monkeypatch.setattr(usage_series, "MAX_SERIES", 3)
     store.merge([rec(NOW - 100 + i, model=f"m{i}") for i in range(5)], now=NOW)
     snap = store.read()
-    assert set(snap.series) == {("openai", "m4"), ("openai", "m3"), usage.OTHER}
-    assert len(snap.series[usage.OTHER].calls) == 3
+    assert set(snap.series) == {("openai", "m4"), ("openai", "m3"), usage_series.OTHER}
+    assert len(snap.series[usage_series.OTHER].calls) == 3
     assert totals(store, now=NOW)["total"]["requests"] == 5
 
 
@@ -381,8 +381,8 @@ def test_cache_and_reasoning_tokens_are_kept_through_coalescing_and_shown(
     record = UsageRecord.from_event(call, NOW - 100)
     assert (record.total_tokens, record.cache_read_tokens) == (42, 5)
     assert (record.cache_write_tokens, record.reasoning_tokens) == (7, 4)
-    monkeypatch.setattr(usage, "MAX_CALLS", 2)
-    monkeypatch.setattr(usage, "COALESCE_TO", 1)
+    monkeypatch.setattr(usage_series, "MAX_CALLS", 2)
+    monkeypatch.setattr(usage_series, "COALESCE_TO", 1)
     result = store.merge([record._replace(ts=NOW - 100 + i) for i in range(3)], now=NOW)
     assert (result.coalesced, result.calls) == (2, 1)
     summary = usage.summarize(store.read(), 3600, now=NOW)
@@ -713,9 +713,9 @@ def _atomic_write_fails(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Callab
         def broken(path: Path, data: bytes, *, fsync: bool) -> None:
             raise OSError(errno.EROFS, "Read-only file system")
 
-        real = usage._fs.atomic_write
-        monkeypatch.setattr(usage._fs, "atomic_write", broken)
-        return lambda: monkeypatch.setattr(usage._fs, "atomic_write", real)
+        real = _fs.atomic_write
+        monkeypatch.setattr(_fs, "atomic_write", broken)
+        return lambda: monkeypatch.setattr(_fs, "atomic_write", real)
 
     return install
 
