@@ -44,6 +44,7 @@ _GZIP_STEP = 1 << 20  # decompressed bytes per zlib call
 _IDENTITY_STEP = 1 << 20
 # Same rule as the client's encoder (telemetry_client/encode/encoder.py).
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
 # (field, accepted Python types, name for messages); ENVELOPE_FIELDS order, checked by a test.
 _FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
@@ -62,11 +63,27 @@ assert tuple(f for f, _, _ in _FIELD_TYPES) == ENVELOPE_FIELDS
 
 
 class DecodedEvent(NamedTuple):
-    """One validated event: where it is stored (UTC day of ``ts``, user id) and its JSON line."""
+    """One validated event: its JSON line and the fields every store indexes.
+
+    ``day`` (UTC day of ``ts``) and ``user_id`` place it in the 0.1 file store; ``ts_us``
+    (epoch microseconds), ``session_id``, ``type``, ``app`` and ``seq`` are the database
+    columns; ``attachments`` are the sha256s of the ``$attachment`` references anywhere in
+    ``data``; ``input_tokens``/``output_tokens`` are an ``llm_call``'s usage (0 otherwise),
+    summed into the session aggregates.
+    """
 
     day: str
     user_id: str
     line: bytes  # canonical JSON (orjson) + "\n"
+    id: str = ""
+    type: str = ""
+    ts_us: int = 0
+    session_id: str = ""
+    app: str = ""
+    seq: int = 0
+    attachments: tuple[str, ...] = ()
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 async def read_body(chunks: AsyncIterable[bytes], content_length: str | None, limit: int) -> bytes:
@@ -190,7 +207,7 @@ def _gunzip(body: bytes) -> Iterator[bytes]:
 
 
 def validate_envelope(obj: Any, where: str) -> DecodedEvent:
-    """Check one parsed event against the envelope (CONTRACT §4); 400 naming the first problem.
+    """Check one event against the envelope (docs/protocol.md, "Envelope"); 400 names a fault.
 
     Fields beyond the envelope are kept (a newer client may send more); ``ts`` must be
     RFC 3339 because it decides the partition.
@@ -220,7 +237,48 @@ def validate_envelope(obj: Any, where: str) -> DecodedEvent:
         raise Rejected(
             400, "bad_envelope", f'{where}: field "ts" is not an RFC 3339 timestamp with offset'
         )
-    return DecodedEvent(instant.day, obj["user_id"], orjson.dumps(obj) + b"\n")
+    data = obj["data"]
+    input_tokens = output_tokens = 0
+    if obj["type"] == "llm_call":
+        input_tokens = _count(data.get("input_tokens"))
+        output_tokens = _count(data.get("output_tokens"))
+    return DecodedEvent(
+        instant.day,
+        obj["user_id"],
+        orjson.dumps(obj) + b"\n",
+        id=obj["id"],
+        type=obj["type"],
+        ts_us=instant.epoch_us,
+        session_id=obj["session_id"],
+        app=obj["app"],
+        seq=obj["seq"],
+        attachments=tuple(sorted(_attachment_refs(data))),
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+    )
+
+
+def _count(value: Any) -> int:
+    """A token count as sent, or 0 when it is missing or not a non-negative integer."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _attachment_refs(value: Any, found: set[str] | None = None) -> set[str]:
+    """The sha256s of every ``{"$attachment": {"sha256": ...}}`` inside ``value``."""
+    found = set() if found is None else found
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            ref = item.get("$attachment")
+            if isinstance(ref, dict):
+                sha = ref.get("sha256")
+                if isinstance(sha, str) and _SHA256_RE.fullmatch(sha):
+                    found.add(sha.lower())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
 
 
 def _json_type(value: Any) -> str:
