@@ -1,4 +1,4 @@
-"""``TelemetryClient``: lifecycle and the public ``emit``/``flush``/``stats`` API (CONTRACT §2).
+"""``TelemetryClient``: lifecycle and ``emit``/``flush``/``stats`` (README, "Python API").
 
 The stages are built and wired by ``_pipeline.build``; the client keeps the public
 contract around them. ``emit()`` hands a record to the batcher (a deque append); its

@@ -1,4 +1,4 @@
-"""The event schema: the envelope (CONTRACT §4) and typed payloads for every event type.
+"""The event schema: the envelope (docs/protocol.md) and typed payloads for every event type.
 
 A typed event is a small slotted dataclass: cheap to build on the caller's thread (the
 caller pays for construction, ``emit()`` only queues a reference). Its ``TYPE`` names

@@ -1,4 +1,4 @@
-"""The one configuration object, read from ``TELEMETRY_*`` variables (CONTRACT §3).
+"""The one configuration object, read from ``TELEMETRY_*`` variables (README, "Configuration").
 
 Precedence: constructor arguments > environment > defaults; an empty variable counts as unset.
 Any invalid value raises :class:`ConfigError` naming the variable and the offending value, never a

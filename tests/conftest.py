@@ -67,7 +67,7 @@ COLLECTOR_TOKEN = "collector-test-token-" + os.urandom(8).hex()
 
 
 def collector_event(n: int = 0, /, **overrides: Any) -> dict[str, Any]:
-    """A valid event envelope (CONTRACT §4); ``overrides`` replace fields."""
+    """A valid event envelope (docs/protocol.md, "Envelope"); ``overrides`` replace fields."""
     event: dict[str, Any] = {
         "id": f"0190f000-0000-7000-8000-{n:012x}",
         "type": "chat_turn",

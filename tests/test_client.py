@@ -187,7 +187,7 @@ def non_none_fields(event: events.Event) -> dict[str, Any]:
 
 
 def test_typed_events_cover_the_contract_types() -> None:
-    """Every event type CONTRACT §4 lists has a typed event class."""
+    """Every event type docs/protocol.md ("Envelope") lists has a typed event class."""
     assert set(events.EVENT_TYPES) >= CONTRACT_TYPES
     assert {type(e).TYPE for e in TYPED} == set(events.EVENT_TYPES)
 

@@ -1,10 +1,11 @@
 """Loss reports: unreported losses in the spool's ledger become ``telemetry_dropped`` events.
 
-CONTRACT §5: events evicted from a full spool (or lost otherwise: disk errors, shutdown)
-are reported to the collector in a later batch. :meth:`LossReports.seal_pending` seals one
-event per loss reason into the spool like any batch; the uploader decides *when* (its
-step, rate-limited; ``telemetry-client flush`` before draining). Producing events is the
-batch stage's job, so the upload stage needs no encoder (docs/upload.md).
+Events evicted from a full spool (or lost otherwise: disk errors, shutdown) are reported
+to the collector in a later batch (docs/protocol.md, "Upload").
+:meth:`LossReports.seal_pending` seals one event per loss reason into the spool like any
+batch; the uploader decides *when* (its step, rate-limited; ``telemetry-client flush``
+before draining). Producing events is the batch stage's job, so the upload stage needs no
+encoder (docs/upload.md).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ __all__ = [
     "probe_endpoint",
 ]
 
-# CONTRACT §7: 0 done, 1 something left to do, 2 configuration error; 130 Ctrl-C.
+# Exit codes (README, "CLI"): 0 done, 1 something left to do, 2 configuration error; 130 Ctrl-C.
 EXIT_OK, EXIT_PENDING, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 PROBE_TIMEOUT_S = 2.0
 

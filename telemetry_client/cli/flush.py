@@ -1,4 +1,4 @@
-"""``telemetry-client flush``: drain the spool to the endpoint now (CONTRACT §7).
+"""``telemetry-client flush``: drain the spool to the endpoint now (README, "CLI").
 
 Runs the uploader's steps on the calling thread, so it shares every rule of the
 background uploader (claims, retry matrix, kill switch, loss reports) and works while app

@@ -1,4 +1,4 @@
-"""``telemetry-client``: inspect and manage the local spool (CONTRACT §7).
+"""``telemetry-client``: inspect and manage the local spool (README, "CLI").
 
 This module is the parser and the dispatch; each command lives in its own module
 (``status``, ``flush``, ``tail``, ``purge``, ``stats``, ``demo``) as

@@ -3,7 +3,7 @@
 From the spool (decompressed, read-only) by default; the spool holds only what is not
 uploaded yet, so a short tail says so on stderr (``--json`` output stays clean).
 ``--collector`` reads the newest events stored at the collector through its query API
-(CONTRACT §8) instead. Either way the events print oldest first.
+(docs/protocol.md, "Collector API") instead. Either way the events print oldest first.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _human_line(event: dict[str, Any]) -> str:
 
 
 def _tail_collector(settings: TelemetrySettings, args: argparse.Namespace, out: TextIO) -> int:
-    """The newest ``-n`` events stored at the collector (its query API, CONTRACT §8)."""
+    """The newest ``-n`` events stored at the collector (its query API, docs/protocol.md)."""
     if not settings.endpoint:
         sys.stderr.write(
             "telemetry-client: configuration error: TELEMETRY_ENDPOINT is not set:"

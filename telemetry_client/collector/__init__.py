@@ -1,7 +1,7 @@
 """The reference collector (extra ``[collector]``): a FastAPI app that receives telemetry.
 
 ``telemetry-collector --data-dir DIR --token TOKEN`` (or ``python -m
-telemetry_client.collector``) serves the native v1 protocol (CONTRACT §5, §8): batches of
+telemetry_client.collector``) serves the native v1 protocol (docs/protocol.md): batches of
 events with auth, size limits, rate limits and dedupe on ``Idempotency-Key``; attachments
 stored by sha256; a query endpoint; health and Prometheus metrics. Data is fsync'ed before
 any 2xx; the on-disk layout is documented in :mod:`telemetry_client.collector.store.files`.

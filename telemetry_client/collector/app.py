@@ -1,4 +1,4 @@
-"""The reference collector's HTTP API (CONTRACT §5 and §8), as a FastAPI app.
+"""The reference collector's HTTP API (docs/protocol.md, "Collector API"), as a FastAPI app.
 
 Every endpoint but health checks the bearer token, then the token's rate limit, before
 reading a byte of the body. Bodies are read with a size cap on the loop; decompression,

@@ -2,8 +2,8 @@
 
 A str whose UTF-8 size, or a bytes value whose size, exceeds ``inline_max_bytes``
 (``TELEMETRY_INLINE_MAX_BYTES``) is stored once through :data:`PutBlob` and replaced by a
-reference (CONTRACT §4). Strings move out after redaction (the blob holds the redacted
-text); bytes move out during coercion, raw, behind a :class:`BytesRef` placeholder the
+reference (docs/protocol.md, "Envelope"). Strings move out after redaction (the blob holds
+the redacted text); bytes move out during coercion, raw, behind a :class:`BytesRef` placeholder the
 redactor does not look into. The blob is written before the event's batch is sealed.
 Only the writer thread does this work: with :attr:`Attachments.defer` set (an emitting
 thread's hand-off), a field that needs a blob raises :class:`Deferred` instead.

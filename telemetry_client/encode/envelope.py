@@ -1,4 +1,4 @@
-"""The event envelope (CONTRACT §4): ``id``, ``type``, ``ts``, the ids, ``seq``, around ``data``.
+"""The event envelope (docs/protocol.md): ``id``, ``type``, ``ts``, ids, ``seq`` around ``data``.
 
 Built as bytes around an already serialised ``data`` (the hot path): the part that depends
 only on the (session, user) pair is serialised once and cached, and the id and timestamp

@@ -129,7 +129,7 @@ class Sender:
     def query_events(
         self, params: Mapping[str, str | int], *, timeout: float | None = None
     ) -> tuple[SendResult, bytes]:
-        """``GET`` the events endpoint (the collector's query API, CONTRACT §8) and its body."""
+        """``GET`` the events endpoint (the query API in docs/protocol.md) and its body."""
         return self._exchange("GET", self.endpoint, None, {}, timeout, params=params)
 
     def _request(

@@ -1,4 +1,4 @@
-"""Attachments before their batch: the native collector's rule (CONTRACT §5).
+"""Attachments before their batch: the native collector's rule (docs/protocol.md, "Upload").
 
 A batch is posted only after the collector has every blob it references: each one is
 asked for with ``HEAD`` (skipped when this process saw it accepted recently), and posted

@@ -1,4 +1,4 @@
-"""The native collector as a :class:`~.destination.Destination` (CONTRACT §5, docs/upload.md).
+"""The native collector as a :class:`~.destination.Destination` (docs/protocol.md, upload.md).
 
 ``send`` = the batch's attachments first (:mod:`.attachments`), then ``POST`` the batch
 body as stored (zstd; gzip re-encodes) with its id as ``Idempotency-Key``. A 413 splits the

@@ -442,7 +442,7 @@ def test_disabled_client_gives_a_no_op_recorder(settings_factory: SettingsFactor
 
 # -- the RunEvent base -----------------------------------------------------------------------
 
-#: The wire types a run emits (CONTRACT §4's run stream, plus tool calls and errors).
+#: The wire types a run emits (the run stream in docs/protocol.md, plus tool calls and errors).
 RUN_STREAM_TYPES = (
     "started",
     "prompt_sent",

@@ -115,7 +115,7 @@ def age_all_batches(root: Path, days: float) -> None:
 
 
 def test_status_json_has_the_contract_keys_and_counts(spool_dir: Path) -> None:
-    """status --json prints one object with the §7 keys describing the spool."""
+    """status --json prints one object with the keys of README "CLI" describing the spool."""
     info = status_json(spool_dir)
     assert set(info) >= STATUS_KEYS
     pending = open_spool(spool_dir).pending()

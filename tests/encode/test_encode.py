@@ -74,7 +74,7 @@ def expected_ts(ts_ns: int) -> str:
 
 
 def test_envelope_has_exactly_the_contract_keys_and_values() -> None:
-    """An encoded event carries the §4 envelope keys with the record's and encoder's values."""
+    """An encoded event carries the envelope keys with the record's and encoder's values."""
     event = encode(make_encoder(), {"a": 1}, seq=42, session_id="sess", user_id="alice")
     assert set(event) == ENVELOPE_KEYS
     assert event["type"] == "thing"

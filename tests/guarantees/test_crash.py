@@ -1,4 +1,4 @@
-"""Crash guarantee (CONTRACT §6): SIGKILL at any instant loses nothing older than linger + 0.5 s.
+"""Crash guarantee (README): SIGKILL at any instant loses nothing older than linger + 0.5 s.
 
 A real child process (``tests/_procs/crash_emitter.py``) emits continuously into a fresh
 spool and reports every event's marker and emit time on its stdout pipe; the parent kills
@@ -31,7 +31,7 @@ from telemetry_client import Spool
 
 EMITTER = Path(__file__).parent.parent / "_procs" / "crash_emitter.py"
 LINGER_MS = 100
-GRACE_S = LINGER_MS / 1000 + 0.5  # CONTRACT §6
+GRACE_S = LINGER_MS / 1000 + 0.5  # README, "Guarantees"
 RUNS = 5
 MAX_BYTES = 1 << 30
 START_TIMEOUT_S = 30.0
@@ -150,7 +150,7 @@ def _run_and_kill(
 
 
 def _verify_spool(spool_dir: Path, run: RunResult, label: str) -> dict[str, int]:
-    """Everything CONTRACT §6 promises about what a killed process left; returns stats."""
+    """Everything README "Guarantees" promises about what a killed process left; returns stats."""
     spool = Spool(spool_dir, max_bytes=MAX_BYTES)
     spool.open()  # what the next client does: recovers or removes the dead writer's tmp file
     assert spool.check() == [], label

@@ -1,4 +1,4 @@
-"""Disabled mode is a true no-op: no directory, no thread, no socket, no file (CONTRACT §3).
+"""Disabled mode is a true no-op: no directory, thread, socket or file (README, "Configuration").
 
 ``TELEMETRY_ENABLED=0`` and ``DO_NOT_TRACK=1`` (each alone, from the environment or as
 arguments) make the whole client lifecycle -- construct, ``start()``, 1000 typed and

@@ -120,7 +120,7 @@ def make_uploader(
 
 
 def envelope(seq: int, tag: str = "e", pad: int = 40) -> dict[str, Any]:
-    """A complete event envelope (CONTRACT §4) with a recognisable id and payload."""
+    """A complete event envelope (docs/protocol.md) with a recognisable id and payload."""
     return {
         "id": f"{tag}-{seq:04d}",
         "type": "upload_test",
