@@ -14,6 +14,9 @@ from telemetry_client import TelemetrySettings
 
 T = TypeVar("T")
 
+# PostgreSQL fixtures (postgres_server, postgres_url): one server per session, on first use.
+pytest_plugins = ["_postgres"]
+
 
 def _is_telemetry_var(name: str) -> bool:
     return name.upper().startswith("TELEMETRY_") or name.upper() == "DO_NOT_TRACK"

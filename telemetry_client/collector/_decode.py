@@ -45,6 +45,11 @@ _IDENTITY_STEP = 1 << 20
 # Same rule as the client's encoder (telemetry_client/encode/encoder.py).
 _TYPE_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+_INT64 = 1 << 63
+_INDEXED_TEXT = ("id", "session_id", "user_id", "app")
+# A token count above this is not a count (a trillion tokens): recorded as 0, so session
+# sums can never overflow the databases' 64-bit integers.
+_MAX_TOKENS = 1 << 40
 
 # (field, accepted Python types, name for messages); ENVELOPE_FIELDS order, checked by a test.
 _FIELD_TYPES: tuple[tuple[str, tuple[type, ...], str], ...] = (
@@ -230,6 +235,14 @@ def validate_envelope(obj: Any, where: str) -> DecodedEvent:
             "bad_envelope",
             f'{where}: field "type" must be snake_case ([a-z][a-z0-9_]*, at most 64 characters)',
         )
+    for name in _INDEXED_TEXT:
+        if "\x00" in obj[name]:
+            # Stored in text columns, which cannot hold NUL (PostgreSQL refuses it).
+            raise Rejected(400, "bad_envelope", f'{where}: field "{name}" contains a NUL character')
+    if not -_INT64 <= obj["seq"] < _INT64:
+        raise Rejected(
+            400, "bad_envelope", f'{where}: field "seq" must fit in a signed 64-bit integer'
+        )
     if not obj["id"]:
         raise Rejected(400, "bad_envelope", f'{where}: field "id" must not be empty')
     instant = parse_rfc3339(obj["ts"])
@@ -259,8 +272,9 @@ def validate_envelope(obj: Any, where: str) -> DecodedEvent:
 
 
 def _count(value: Any) -> int:
-    """A token count as sent, or 0 when it is missing or not a non-negative integer."""
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    """A token count as sent, or 0 when it is missing or not an integer in [0, 2**40)."""
+    valid = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_TOKENS
+    return value if valid else 0
 
 
 def _attachment_refs(value: Any, found: set[str] | None = None) -> set[str]:

@@ -5,14 +5,15 @@ a real port to report, and both learn that the server is up from uvicorn's own s
 (an overridden ``startup``), never from a sleep. The CLI prints exactly one line to
 stdout when it is listening, ``telemetry-collector listening on http://HOST:PORT``, and
 logs everything else to stderr; SIGINT/SIGTERM stop it gracefully with exit status 0.
+
+``telemetry-collector import DIR`` (``_import_cli``) copies a 0.1 data dir into the
+database. Every message that could show a database URL shows it redacted.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
-import math
 import os
 import signal
 import socket
@@ -20,24 +21,37 @@ import sys
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
-from telemetry_client._internal.units import parse_duration_s, parse_size
-from telemetry_client._version import __version__
-from telemetry_client.collector._config import CollectorConfig, split_tokens
+from telemetry_client.collector._cli import (
+    DATABASE_URL_ENV,
+    DISABLE_ENV,
+    RETENTION_ENV,
+    TOKENS_ENV,
+    config_from_args,
+)
+from telemetry_client.collector._cli import parser as _parser
+from telemetry_client.collector._config import CollectorConfig, scrub
+from telemetry_client.collector._import_cli import run_import
 from telemetry_client.collector.app import CollectorState, create_app
-from telemetry_client.collector.store.files import StorageError
+from telemetry_client.collector.store.base import StorageError, Store, StoreUnavailable
 
-__all__ = ["RunningCollector", "main", "running_collector"]
+__all__ = [
+    "DATABASE_URL_ENV",
+    "DISABLE_ENV",
+    "RETENTION_ENV",
+    "TOKENS_ENV",
+    "RunningCollector",
+    "config_from_args",
+    "main",
+    "running_collector",
+]
 
 _log = logging.getLogger("telemetry_client.collector")
 
-TOKENS_ENV = "TELEMETRY_COLLECTOR_TOKENS"
-DISABLE_ENV = "TELEMETRY_COLLECTOR_DISABLE_SECONDS"
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 _START_TIMEOUT_S = 30.0
 _STOP_TIMEOUT_S = 30.0
@@ -157,16 +171,18 @@ def running_collector(
     port: int = 0,
     *,
     access_log: bool = False,
+    store: Store | None = None,
 ) -> Iterator[RunningCollector]:
     """Serve a collector for ``config`` on ``host:port`` in a background thread.
 
     Returns once the server accepts connections (``port=0`` picks a free port; see the
-    handle's ``port``/``url``), and stops it gracefully on exit, releasing the data dir.
-    Raises ``RuntimeError`` if the server does not come up.
+    handle's ``port``/``url``), and stops it gracefully on exit, closing the store it
+    opened (a ``store`` passed in stays the caller's). Raises ``RuntimeError`` if the
+    server does not come up.
     """
     sock = _bind(host, port)
     try:
-        app = create_app(config)
+        app = create_app(config, store)
     except BaseException:
         sock.close()
         raise
@@ -202,133 +218,28 @@ def running_collector(
         server.should_exit = True
         thread.join(_STOP_TIMEOUT_S)
         sock.close()
-        state.storage.close()  # in case the lifespan's shutdown never ran
+        state.close_store()  # in case the lifespan's shutdown never ran
 
 
 # -- CLI --------------------------------------------------------------------------------
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="telemetry-collector",
-        description="Reference collector for telemetry-client (events, attachments, queries).",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8787, help="port (0: a free one; default: 8787)")
-    p.add_argument(
-        "--data-dir",
-        required=True,
-        type=Path,
-        metavar="DIR",
-        help="where events and attachments go",
-    )
-    p.add_argument(
-        "--token",
-        action="append",
-        default=[],
-        help=f"accepted bearer token (repeatable; also {TOKENS_ENV}, comma-separated)",
-    )
-    p.add_argument(
-        "--token-file", type=Path, metavar="FILE", help="file with one accepted token per line"
-    )
-    p.add_argument(
-        "--no-auth", action="store_true", help="accept requests without a token (development only)"
-    )
-    p.add_argument(
-        "--max-body-bytes", type=parse_size, metavar="SIZE", help="request body cap (default 32MiB)"
-    )
-    p.add_argument(
-        "--max-decompressed-bytes",
-        type=parse_size,
-        metavar="SIZE",
-        help="decompressed batch cap (default 256MiB)",
-    )
-    p.add_argument(
-        "--max-event-bytes", type=parse_size, metavar="SIZE", help="one event's cap (default 16MiB)"
-    )
-    p.add_argument(
-        "--max-attachment-bytes",
-        type=parse_size,
-        metavar="SIZE",
-        help="one attachment's cap (default 64MiB)",
-    )
-    p.add_argument(
-        "--rate-limit-rps",
-        type=float,
-        metavar="RPS",
-        help="requests/s per token (0: off; default 200)",
-    )
-    p.add_argument(
-        "--rate-limit-burst", type=int, metavar="N", help="burst per token (default 400)"
-    )
-    p.add_argument(
-        "--disable-clients",
-        metavar="SECONDS",
-        help=f"kill switch: tell clients to stop for this long (also {DISABLE_ENV})",
-    )
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--no-access-log", action="store_true", help="do not log each request")
-    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    return p
-
-
-def config_from_args(args: argparse.Namespace, environ: dict[str, str]) -> CollectorConfig:
-    """The :class:`CollectorConfig` that flags plus environment describe; ``ValueError`` if bad."""
-    tokens = list(args.token)
-    tokens += split_tokens(environ.get(TOKENS_ENV, ""))
-    if args.token_file is not None:
-        try:
-            text = args.token_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ValueError(f"--token-file {args.token_file}: {exc.strerror}") from None
-        tokens += split_tokens(text, separator=None)
-    if not tokens and not args.no_auth:
-        raise ValueError(
-            f"no token configured: pass --token TOKEN, --token-file FILE or set {TOKENS_ENV}"
-            " (or --no-auth, for local development only)"
-        )
-    disable = args.disable_clients
-    source = "--disable-clients"
-    if disable is None and environ.get(DISABLE_ENV):
-        disable, source = environ[DISABLE_ENV], DISABLE_ENV
-    disable_seconds = None
-    if disable is not None:
-        try:
-            disable_seconds = math.ceil(parse_duration_s(disable))
-        except ValueError as exc:
-            raise ValueError(f"{source}={disable!r}: {exc}") from None
-    overrides = {
-        name: value
-        for name in (
-            "max_body_bytes",
-            "max_decompressed_bytes",
-            "max_event_bytes",
-            "max_attachment_bytes",
-            "rate_limit_rps",
-            "rate_limit_burst",
-        )
-        if (value := getattr(args, name)) is not None
-    }
-    return CollectorConfig(
-        data_dir=args.data_dir,
-        tokens=list(dict.fromkeys(tokens)),  # de-duplicated, order kept
-        allow_no_auth=args.no_auth,
-        disable_seconds=disable_seconds,
-        **overrides,
-    )
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``telemetry-collector``: serve until SIGINT/SIGTERM; returns the exit status.
 
-    0 after a clean stop, 1 when the collector cannot start (port taken, data dir in use),
-    2 for a configuration error (message on stderr; tokens are never printed).
+    0 after a clean stop, 1 when the collector cannot start (port taken, database
+    unreachable or in use), 2 for a configuration error (message on stderr; tokens and
+    database passwords are never printed). ``import DIR ...`` imports a 0.1 data dir.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["import"]:
+        return run_import(argv[1:], dict(os.environ))
     args = _parser().parse_args(argv)
+    url = args.database_url or os.environ.get(DATABASE_URL_ENV)
     try:
         config = config_from_args(args, dict(os.environ))
     except (ValueError, TypeError) as exc:
-        print(f"telemetry-collector: {exc}", file=sys.stderr)
+        print(scrub(f"telemetry-collector: {exc}", url), file=sys.stderr)
         return EXIT_CONFIG
     logging.basicConfig(
         stream=sys.stderr,
@@ -346,9 +257,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     try:
         app = create_app(config)
-    except (OSError, StorageError) as exc:
+    except (OSError, StorageError, StoreUnavailable) as exc:
         sock.close()
-        print(f"telemetry-collector: cannot open {config.data_dir}: {exc}", file=sys.stderr)
+        where = config.data_dir if url is None else "the database"
+        print(scrub(f"telemetry-collector: cannot open {where}: {exc}", url), file=sys.stderr)
         return EXIT_FAILURE
     host, port = args.host, sock.getsockname()[1]
 
@@ -360,5 +272,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.run(sockets=[sock])
     finally:
         sock.close()
-        app.state.collector.storage.close()
+        app.state.collector.close_store()
     return EXIT_OK if server.started else EXIT_FAILURE

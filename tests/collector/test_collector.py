@@ -29,6 +29,11 @@ def ndjson(events: list[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(e) + b"\n" for e in events)
 
 
+def envelopes(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored events as sent: without the collector's ``ingest`` stamp."""
+    return [{k: v for k, v in e.items() if k != "ingest"} for e in events]
+
+
 def post_events(
     handle: CollectorHandle, events: list[dict[str, Any]], *, key: str | None = None
 ) -> httpx.Response:
@@ -41,8 +46,15 @@ def post_events(
 
 
 def test_public_names_are_exactly_the_documented_ones() -> None:
-    """The package exports CollectorConfig, create_app, running_collector and main, sorted."""
-    assert collector_pkg.__all__ == ["CollectorConfig", "create_app", "main", "running_collector"]
+    """The package exports CollectorConfig, TokenSpec, create_app, running_collector and
+    main, sorted."""
+    assert collector_pkg.__all__ == [
+        "CollectorConfig",
+        "TokenSpec",
+        "create_app",
+        "main",
+        "running_collector",
+    ]
     for name in collector_pkg.__all__:
         assert getattr(collector_pkg, name) is not None
 
@@ -61,15 +73,17 @@ def test_config_refuses_to_start_without_a_token(tmp_path: Any) -> None:
 
 
 def test_health_answers_without_a_token(collector: CollectorHandle) -> None:
-    """GET /api/v1/health needs no auth and says ok."""
+    """GET /api/v1/health needs no auth and says ok, for the database too."""
     response = httpx.get(collector.health_url)
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert response.json() == {"status": "ok", "database": "ok"}
 
 
 AUTHED_REQUESTS = [
     ("POST", "/api/v1/events"),
     ("GET", "/api/v1/events"),
+    ("OPTIONS", "/api/v1/events"),
+    ("GET", "/api/v1/sessions"),
     ("POST", "/api/v1/attachments"),
     ("GET", "/api/v1/attachments/" + "0" * 64),
     ("HEAD", "/api/v1/attachments/" + "0" * 64),
@@ -222,15 +236,19 @@ def test_metrics_count_requests_events_duplicates_rejections_and_attachments(
 # -- GET /api/v1/events ------------------------------------------------------------------
 
 
-def test_query_returns_stored_envelopes_oldest_first(collector: CollectorHandle) -> None:
-    """Events come back as sent, ordered by ts across users and arrival order."""
+def test_query_returns_stored_envelopes_in_commit_order(collector: CollectorHandle) -> None:
+    """Events come back as sent, in the order they were stored (batch, then line), whatever
+    their ts: the only order a cursor can follow while late events arrive."""
     late = collector_event(1, ts="2026-11-22T08:00:00.000000Z", user_id="bob")
     early = collector_event(2, ts="2026-11-20T23:59:59.999999Z")
     middle = collector_event(3, ts="2026-11-21T12:00:00.000000+05:00")  # 07:00 UTC on the 21st
     assert post_events(collector, [late, early]).status_code == 200
     assert post_events(collector, [middle]).status_code == 200
     result = collector.query()
-    assert result == {"events": [early, middle, late], "total": 3}
+    assert result["total"] == 3
+    assert envelopes(result["events"]) == [late, early, middle]
+    stamp = {"token": "token-1", "team": None}
+    assert [e["ingest"] for e in result["events"]] == [stamp] * 3
 
 
 def test_query_filters_by_user_session_type_and_since(collector: CollectorHandle) -> None:
@@ -266,10 +284,11 @@ def test_query_pages_with_limit_and_offset(collector: CollectorHandle) -> None:
             page = http.get("/api/v1/events", params={"limit": 10, "offset": offset}).json()
             assert page["total"] == 25
             pages.append(page["events"])
-        assert http.get("/api/v1/events", params={"limit": 0}).json() == {"events": [], "total": 25}
+        empty = http.get("/api/v1/events", params={"limit": 0}).json()
+        assert (empty["events"], empty["total"]) == ([], 25)
         assert len(http.get("/api/v1/events").json()["events"]) == 25  # default limit 1000
     assert [len(p) for p in pages] == [10, 10, 5, 0]
-    assert [event for page in pages for event in page] == events
+    assert envelopes([event for page in pages for event in page]) == events
 
 
 BAD_QUERIES = [
@@ -279,11 +298,14 @@ BAD_QUERIES = [
     ({"offset": "-5"}, "offset must be an integer 0 or more"),
     ({"since": "yesterday"}, "since must be an RFC 3339 timestamp with offset"),
     ({"since": "2026-11-21T10:00:00"}, "since must be an RFC 3339 timestamp with offset"),
+    ({"until": "tomorrow"}, "until must be an RFC 3339 timestamp with offset"),
+    ({"cursor": "not a cursor!"}, "cursor is not one this collector issued"),
+    ({"cursor": "bm9wZQ"}, "cursor is not one this collector issued"),  # base64 of "nope"
 ]
 
 
 def test_query_refuses_bad_parameters(collector: CollectorHandle) -> None:
-    """Bad limit/offset/since answer 400 with a message naming the parameter."""
+    """Bad limit/offset/since/until/cursor answer 400 with a message naming the parameter."""
     with collector.client() as http:
         for params, detail in BAD_QUERIES:
             response = http.get("/api/v1/events", params=params)
@@ -301,4 +323,4 @@ def test_gzip_and_json_array_bodies_are_queryable_like_ndjson(collector: Collect
             headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
         )
     assert response.json() == {"accepted": 3, "duplicate": False}
-    assert collector.query()["events"] == events
+    assert envelopes(collector.query()["events"]) == events

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
+import sqlite3
 from typing import Any
 
 import pytest
@@ -48,24 +50,25 @@ def test_an_upload_is_verified_stored_and_served_back(
         assert got.content == BLOB
         assert got.headers["Content-Type"] == "text/x-python"
         assert http.get(f"/api/v1/attachments/{SHA.upper()}").content == BLOB
-    assert collector.state.storage.check() == []
+    assert collector.state.store.check() == []
 
 
 def test_a_second_upload_is_a_duplicate_stored_once(collector: CollectorHandle) -> None:
-    """The same content again answers duplicate: true and keeps one copy on disk."""
+    """The same content again answers duplicate: true and keeps one copy in the database."""
     with collector.client() as http:
         assert upload(http, BLOB, SHA).json()["duplicate"] is False
         again = upload(http, ENCODERS["zstd"](BLOB), SHA.upper(), encoding="zstd")
         assert again.status_code == 200
         assert again.json() == {"sha256": SHA, "size": len(BLOB), "duplicate": True}
-    blobs = [p for p in (collector.data_dir / "attachments").rglob("*") if p.name == SHA]
-    assert len(blobs) == 1
+    with contextlib.closing(sqlite3.connect(collector.data_dir / "collector.db")) as db:
+        rows = db.execute("SELECT sha256, size FROM attachments").fetchall()
+    assert rows == [(SHA, len(BLOB))]
     assert collector.state.metrics.value("duplicates_total", "attachments") == 1
-    assert collector.state.storage.check() == []
+    assert collector.state.store.check() == []
 
 
 def test_a_hash_mismatch_is_refused_and_nothing_is_kept(collector: CollectorHandle) -> None:
-    """A body whose sha256 differs from X-Attachment-SHA256 answers 400; no blob, no temp file."""
+    """A body whose sha256 differs from X-Attachment-SHA256 answers 400; nothing is kept."""
     other = hashlib.sha256(b"something else").hexdigest()
     with collector.client() as http:
         response = upload(http, ENCODERS["gzip"](BLOB), other, encoding="gzip")
@@ -74,8 +77,8 @@ def test_a_hash_mismatch_is_refused_and_nothing_is_kept(collector: CollectorHand
             "detail": f"X-Attachment-SHA256 does not match the body (its sha256 is {SHA})"
         }
         assert http.head(f"/api/v1/attachments/{other}").status_code == 404
-    assert list((collector.data_dir / "tmp").iterdir()) == []
-    assert collector.state.storage.check() == []
+        assert http.head(f"/api/v1/attachments/{SHA}").status_code == 404
+    assert collector.state.store.check() == []
 
 
 def test_a_missing_or_ill_formed_hash_header_is_refused(collector: CollectorHandle) -> None:
@@ -121,4 +124,6 @@ def test_an_attachment_over_its_limit_is_413(collector_factory: Any) -> None:
         assert response.status_code == 413
         assert response.json() == {"detail": "decompressed body exceeds 65536 bytes"}
         assert upload(http, big, hashlib.sha256(big).hexdigest()).status_code == 413
-    assert list((handle.data_dir / "tmp").iterdir()) == []
+        assert (
+            http.head(f"/api/v1/attachments/{hashlib.sha256(big).hexdigest()}").status_code == 404
+        )

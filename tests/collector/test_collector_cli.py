@@ -44,7 +44,7 @@ def test_cli_prints_one_ready_line_serves_and_exits_cleanly_on_signal(
         ready = READY_RE.fullmatch(proc.stdout.readline())
         assert ready, "no ready line"
         url = ready.group(1)
-        assert httpx.get(f"{url}/api/v1/health").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/api/v1/health").json() == {"status": "ok", "database": "ok"}
         response = httpx.post(
             f"{url}/api/v1/events",
             content=orjson.dumps(collector_event(1)) + b"\n",
@@ -61,7 +61,7 @@ def test_cli_prints_one_ready_line_serves_and_exits_cleanly_on_signal(
     assert out == ""  # the ready line was the only stdout line
     assert "POST /api/v1/events" in err  # the access log goes to stderr
     assert token not in err
-    assert (tmp_path / "data" / "journal.jsonl").stat().st_size > 0
+    assert (tmp_path / "data" / "collector.db").stat().st_size > 0  # SQLite by default
 
 
 def test_cli_without_any_token_exits_2_with_a_clear_message(
@@ -78,13 +78,18 @@ def test_cli_without_any_token_exits_2_with_a_clear_message(
     assert not (tmp_path / "d").exists()
 
 
-def test_cli_refuses_a_data_dir_another_collector_is_using(
-    collector: Any, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """A second collector on a data dir in use exits 1 naming the problem (no data touched)."""
-    argv = ["--port", "0", "--data-dir", str(collector.data_dir), "--token", "t"]
-    assert main(argv) == 1
-    assert "in use by another collector" in capsys.readouterr().err
+def test_two_collectors_may_serve_one_sqlite_data_dir(collector_factory: Any) -> None:
+    """Two collectors on one data dir share its SQLite database: a batch retried against
+    the other one is a duplicate, and each serves what the other stored."""
+    first, second = collector_factory(), collector_factory()
+    body = orjson.dumps(collector_event(1)) + b"\n"
+    headers = {"Content-Type": "application/x-ndjson", "Idempotency-Key": "shared-1"}
+    answers = []
+    for handle in (first, second):
+        with handle.client() as http:
+            answers.append(http.post("/api/v1/events", content=body, headers=headers).json())
+    assert answers == [{"accepted": 1, "duplicate": False}, {"accepted": 0, "duplicate": True}]
+    assert first.query()["total"] == second.query()["total"] == 1
 
 
 def _config(argv: list[str], **environ: str) -> Any:
@@ -111,7 +116,7 @@ def test_no_auth_mode_needs_no_token(collector_factory: Any) -> None:
     """--no-auth (allow_no_auth) serves requests without any Authorization header."""
     assert _config(["--no-auth"]).allow_no_auth is True
     handle = collector_factory(tokens=[], allow_no_auth=True)
-    assert httpx.get(handle.events_url).json() == {"events": [], "total": 0}
+    assert httpx.get(handle.events_url).json() == {"events": [], "total": 0, "next_cursor": None}
 
 
 def test_kill_switch_and_limits_from_flags_and_environment() -> None:

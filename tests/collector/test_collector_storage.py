@@ -1,9 +1,12 @@
-"""Reference collector storage: safe partition names, crash recovery, exclusive data dir."""
+"""Collector storage: the app on its SQLite database (hostile ids, a locked database,
+private files), and the 0.1 file store the importer reads (safe partition names, crash
+recovery, exclusive data dir)."""
 
 from __future__ import annotations
 
 import errno
 import os
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -75,28 +78,31 @@ def test_partition_names_are_safe_and_injective(a: str, b: str) -> None:
         assert partition_name(a) != partition_name(b)
 
 
-def test_hostile_user_ids_stay_inside_the_data_dir_in_their_own_files(
+def test_hostile_user_ids_are_stored_verbatim_and_found_exactly(
     collector: CollectorHandle,
 ) -> None:
-    """Events of hostile user ids land in events/<day>/, one file per id, each queryable."""
-    events = [collector_event(i, user_id=user_id) for i, user_id in enumerate(HOSTILE_IDS)]
+    """Events of hostile user ids are stored as sent, each found by its exact id (case,
+    separators, dots, unicode, long), and nothing is written outside the data dir's
+    database; a NUL (which PostgreSQL text cannot hold) is refused with 400."""
+    ids = [user_id for user_id in HOSTILE_IDS if "\x00" not in user_id]
+    events = [collector_event(i, user_id=user_id) for i, user_id in enumerate(ids)]
+    ndjson = {"Content-Type": "application/x-ndjson"}
     with collector.client() as http:
         body = b"".join(orjson.dumps(e) + b"\n" for e in events)
-        response = http.post(
-            "/api/v1/events", content=body, headers={"Content-Type": "application/x-ndjson"}
-        )
-    assert response.status_code == 200
-    data_dir = collector.data_dir.resolve()
-    files = [p for p in data_dir.rglob("*") if p.is_file() and p.suffix == ".jsonl"]
-    event_files = [p for p in files if p.name != "journal.jsonl"]
-    assert len(event_files) == len(HOSTILE_IDS)
-    for path in event_files:
-        assert path.resolve().parent == data_dir / "events" / "2026-11-21"
+        assert http.post("/api/v1/events", content=body, headers=ndjson).status_code == 200
+        nul = orjson.dumps(collector_event(99, user_id="nul\x00byte")) + b"\n"
+        response = http.post("/api/v1/events", content=nul, headers=ndjson)
+        assert response.status_code == 400
+        assert "NUL" in response.json()["detail"]
     for event in events:
         if event["user_id"]:  # an empty user_id parameter means "no filter"
-            assert collector.query(user_id=event["user_id"])["events"] == [event]
+            found = collector.query(user_id=event["user_id"])["events"]
+            assert [e["seq"] for e in found] == [event["seq"]], repr(event["user_id"])
+    data_dir = collector.data_dir.resolve()
+    names = sorted(p.name for p in data_dir.rglob("*"))
+    assert all(n.startswith("collector.db") for n in names), names
     assert not (data_dir.parent / "etc").exists()
-    assert collector.state.storage.check() == []
+    assert collector.state.store.check() == []
 
 
 def _file(data_dir: Path, user: str = "alice", day: str = "2026-11-21") -> Path:
@@ -208,27 +214,30 @@ def test_a_failed_commit_is_undone_and_retried_cleanly(
         store.close()
 
 
-def test_storage_failure_answers_503_and_the_retry_is_stored_once(
-    collector: CollectorHandle, monkeypatch: pytest.MonkeyPatch
+def test_a_locked_database_answers_503_and_the_retry_is_stored_once(
+    collector: CollectorHandle,
 ) -> None:
-    """A disk error answers 503 (the client retries); the retry with the same key stores once."""
-
-    def broken(fd: int, data: bytes, offset: int) -> None:
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
+    """Another process holding SQLite's write lock past the busy timeout: 503 with
+    Retry-After (nothing stored); once released, the retry with the same key stores once."""
     body = orjson.dumps(collector_event(1)) + b"\n"
     headers = {"Content-Type": "application/x-ndjson", "Idempotency-Key": "b-1"}
-    with collector.client() as http:
-        monkeypatch.setattr(storage_io, "pwrite_all", broken)
-        response = http.post("/api/v1/events", content=body, headers=headers)
-        assert response.status_code == 503
-        assert response.json() == {"detail": "storage unavailable; retry later"}
-        monkeypatch.undo()
-        for duplicate in (False, True):
+    blocker = sqlite3.connect(collector.data_dir / "collector.db", isolation_level=None)
+    try:
+        with collector.client(timeout=60) as http:
+            blocker.execute("BEGIN EXCLUSIVE")
             response = http.post("/api/v1/events", content=body, headers=headers)
-            assert response.json()["duplicate"] is duplicate
+            assert response.status_code == 503
+            assert response.headers["Retry-After"] == "5"
+            assert response.json() == {"detail": "storage unavailable; retry later"}
+            blocker.execute("ROLLBACK")
+            for duplicate in (False, True):
+                response = http.post("/api/v1/events", content=body, headers=headers)
+                assert response.json()["duplicate"] is duplicate
+    finally:
+        blocker.close()
     assert collector.query()["total"] == 1
-    assert collector.state.storage.check() == []
+    assert collector.state.metrics.value("store_errors_total", "append") == 1
+    assert collector.state.store.check() == []
 
 
 def test_files_and_directories_are_private(collector: CollectorHandle) -> None:

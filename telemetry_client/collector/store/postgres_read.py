@@ -1,0 +1,152 @@
+"""The PostgreSQL store's queries: events by cursor, sessions, as the SQLite store answers.
+
+Events come in ``(txid, pk)`` order and a query only sees rows whose ``txid`` is below
+the horizon: ``xmin`` of the snapshot the count runs in (every transaction below it has
+committed or aborted), read once and passed to the page query so count and page agree.
+A row committed later always has ``txid >=`` that horizon, hence sorts after any cursor
+handed out now: paging never skips it (docs/collector-store.md, "Order and cursors").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from psycopg import Cursor
+
+from telemetry_client.collector.store.base import (
+    BadCursor,
+    EventPage,
+    EventQuery,
+    ReadScope,
+    SessionPage,
+    SessionQuery,
+)
+from telemetry_client.collector.store.sql import (
+    decode_cursor,
+    encode_cursor,
+    event_dict,
+    session_dict,
+    team_key,
+)
+
+__all__ = ["events_page", "sessions_page"]
+
+_HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+_SESSION_COLUMNS = (
+    "session_id, user_id, app, first_us, last_us, events, errors, llm_calls,"
+    " input_tokens, output_tokens"
+)
+_ALL_TEAMS = (
+    "(SELECT session_id, MIN(user_id) AS user_id, MIN(app) AS app,"
+    " MIN(first_us) AS first_us, MAX(last_us) AS last_us, SUM(events) AS events,"
+    " SUM(errors) AS errors, SUM(llm_calls) AS llm_calls,"
+    " SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens"
+    " FROM sessions GROUP BY session_id) AS s"
+)
+
+
+def _where(conditions: Sequence[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _unstorable(*values: object) -> bool:
+    """A filter PostgreSQL text cannot hold (NUL): it matches nothing (and would raise)."""
+    return any(isinstance(v, str) and "\x00" in v for v in values)
+
+
+def events_page(cur: Cursor[Any], query: EventQuery, scope: ReadScope) -> EventPage:
+    """One page of matching events below the horizon; ``total`` counts every such match."""
+    where: list[str] = []
+    params: list[Any] = []
+    if scope.team is not None:
+        where.append("ingest_team = %s")
+        params.append(team_key(scope.team))
+    for column, value in (
+        ("user_id", query.user_id),
+        ("session_id", query.session_id),
+        ("type", query.type),
+    ):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if query.since_us is not None:
+        where.append("ts_us >= %s")
+        params.append(query.since_us)
+    if query.until_us is not None:
+        where.append("ts_us < %s")
+        params.append(query.until_us)
+    after: list[Any] | None = None
+    if query.cursor is not None:
+        after = decode_cursor(query.cursor, (int, int))
+    offset = 0 if after is not None else max(0, query.offset)
+    limit = max(0, query.limit)
+    if _unstorable(*params):
+        return EventPage([], 0, None)
+
+    cur.execute(
+        f"WITH h AS MATERIALIZED (SELECT {_HORIZON} AS x)"  # noqa: S608
+        " SELECT h.x, (SELECT COUNT(*) FROM events"
+        f"{_where([*where, 'txid < h.x'])}) FROM h",
+        params,
+    )
+    horizon, total = cur.fetchone() or (0, 0)
+    page_where = [*where, "txid < %s"]
+    page_params = [*params, horizon]
+    if after is not None:
+        page_where.append("(txid, pk) > (%s, %s)")
+        page_params += after
+    cur.execute(
+        "SELECT txid, pk, body, ingest_token, ingest_team FROM events"  # noqa: S608
+        f"{_where(page_where)} ORDER BY txid, pk LIMIT %s OFFSET %s",
+        [*page_params, limit + 1, offset],
+    )
+    rows = cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return EventPage(
+        [event_dict(body, token, team) for _, _, body, token, team in rows],
+        int(total),
+        encode_cursor([rows[-1][0], rows[-1][1]]) if more and rows else None,
+    )
+
+
+def sessions_page(cur: Cursor[Any], query: SessionQuery, scope: ReadScope) -> SessionPage:
+    """Sessions by most recent ``last_us`` (then ``session_id``); an unscoped reader sees
+    each session once, its rows of several teams summed."""
+    params: list[Any] = []
+    if scope.team is None:
+        source = _ALL_TEAMS
+    else:
+        source = "(SELECT * FROM sessions WHERE team = %s) AS s"
+        params.append(team_key(scope.team))
+    where: list[str] = []
+    for column, value in (("user_id", query.user_id), ("app", query.app)):
+        if value is not None:
+            where.append(f"{column} = %s")
+            params.append(value)
+    if query.since_us is not None:
+        where.append("last_us >= %s")
+        params.append(query.since_us)
+    if query.until_us is not None:
+        where.append("first_us < %s")
+        params.append(query.until_us)
+    if query.cursor is not None:
+        last_us, session_id = decode_cursor(query.cursor, (int, str))
+        if _unstorable(session_id):
+            raise BadCursor("cursor is not one this collector issued")
+        where.append("(last_us < %s OR (last_us = %s AND session_id > %s))")
+        params += [last_us, last_us, session_id]
+    limit = max(0, query.limit)
+    if _unstorable(query.user_id, query.app):
+        return SessionPage([], None)
+    cur.execute(
+        f"SELECT {_SESSION_COLUMNS} FROM {source}{_where(where)}"  # noqa: S608
+        " ORDER BY last_us DESC, session_id LIMIT %s",
+        [*params, limit + 1],
+    )
+    rows = cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = encode_cursor([int(rows[-1][4]), rows[-1][0]]) if more and rows else None
+    return SessionPage([session_dict(r) for r in rows], cursor)
