@@ -2,7 +2,8 @@
 
 :func:`build` makes, from the settings: the spool; the encoder factory (used on the writer
 and uploader threads); the batcher (emit-side buffer, writer and sealer threads); the loss
-reports; the uploader with its destinations (only with ``TELEMETRY_ENDPOINT``); and the
+reports; the uploader with its destinations (the native collector with ``TELEMETRY_ENDPOINT``,
+OTLP with ``TELEMETRY_OTLP_ENDPOINT``; none: spool-only); and the
 LLM usage recorder. Objects two stages share are made here and handed to both, so no
 stage reaches into another: the batcher's "sealed here" hint goes to a
 :class:`~telemetry_client.upload.TrustedBatches` the uploader reads, and the kill switch
@@ -31,12 +32,14 @@ from telemetry_client.settings import TelemetrySettings
 from telemetry_client.spool import Spool
 from telemetry_client.upload import (
     Control,
+    Destination,
     KillSwitch,
     NativeCollector,
     TrustedBatches,
     UploadConfig,
     Uploader,
 )
+from telemetry_client.upload.otlp import OtlpConfig, make_destination
 from telemetry_client.usage.recorder import UsageRecorder
 from telemetry_client.usage.store import UsageStore, usage_dir
 
@@ -65,7 +68,7 @@ class Pipeline:
     batcher: Batcher
     loss_reports: LossReports
     usage: UsageRecorder
-    uploader: Uploader | None  # None: no endpoint (spool-only mode)
+    uploader: Uploader | None  # None: no endpoint, native or OTLP (spool-only mode)
     kill_switch: KillSwitch | None  # the collector's, read by emit(); None without an uploader
 
     def start(self) -> None:
@@ -96,8 +99,14 @@ class Pipeline:
             if left.batches == 0:
                 return Pending(True)
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or up.blocked_reason() is not None or not up.alive:
+            if remaining <= 0 or not up.alive:
                 return Pending(False, left.events)
+            if up.blocked_reason() is not None:
+                # The step that heard the kill switch (or a refusal) may still be recording
+                # the batch it delivered: judge once it is done.
+                up.wait_idle(remaining)
+                left = self.spool.pending_before(cutoff)
+                return Pending(left.batches == 0, left.events)
             up.wait_progress(min(remaining, 0.05))
 
     def close(self, deadline: float) -> Pending:
@@ -210,15 +219,22 @@ def build(
     uploader: Uploader | None = None
     kill_switch: KillSwitch | None = None
     trusted = TrustedBatches()
-    if s.endpoint:
+    otlp = OtlpConfig.from_settings(s)
+    if s.endpoint or otlp is not None:
         config = UploadConfig.from_settings(s)
         kill_switch = KillSwitch(Control(spool.root, fsync=config.fsync), log=log)
-        native = NativeCollector(config, blobs=spool, kill_switch=kill_switch, log=log)
+        destinations: list[Destination] = []
+        if s.endpoint:
+            destinations.append(
+                NativeCollector(config, blobs=spool, kill_switch=kill_switch, log=log)
+            )
+        if otlp is not None:  # docs/otlp.md: every batch also goes out as OTLP
+            destinations.append(make_destination(otlp, spool_root=spool.root, log=log))
         uploader = Uploader(
             spool=spool,
             config=config,
             log=log,
-            destinations=[native],
+            destinations=destinations,
             kill_switch=kill_switch,
             losses=loss_reports,
             trusted=trusted,

@@ -47,6 +47,7 @@ __all__ = ["TelemetrySettings"]
 
 KiB, MiB = 1024, 1024**2
 _CROSS_FIELD = "telemetry_cross_field"
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 _warned: set[str] = set()  # warnings about ignored settings already logged by this process
 
 
@@ -57,6 +58,21 @@ class _Problem(NamedTuple):
     text: str  # "VARIABLE=value: reason" (the token shown as <redacted>)
     fields: tuple[str, ...] = ()  # the fields involved (two for a cross-field rule)
     unknown_key: str | None = None  # an argument that is no setting at all
+
+
+def _otlp_headers(value: Any) -> SecretStr | None:
+    """``key=value,key2=value2`` (values URL-encoded, as ``OTEL_EXPORTER_OTLP_HEADERS``)."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if value is None or not (text := str(value).strip()):
+        return None
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        key, sep, _ = item.partition("=")
+        if not sep or not _HEADER_NAME.fullmatch(key.strip()):
+            raise ValueError("expected key=value pairs separated by commas (HTTP header names)")
+    return SecretStr(text)
 
 
 def _os_user() -> str:
@@ -100,6 +116,14 @@ class TelemetrySettings(BaseSettings):
     inline_max_bytes: Annotated[int, sv.size(256)] = 64 * KiB
     attachment_max_bytes: Annotated[int, sv.size(256)] = 32 * MiB
     upload_timeout: Annotated[float, sv.duration(0.1, 600, "s")] = 10.0
+    # The changes panel's journal (docs/changes.md): bytes of before-contents and diffs kept
+    # for review and revert; the oldest lose theirs first. 0 keeps none (list only).
+    changes_max_bytes: Annotated[int, sv.size(0)] = 32 * MiB
+    # OTLP/HTTP export (docs/otlp.md): a base URL (<base>/v1/traces, <base>/v1/logs),
+    # headers as OTEL_EXPORTER_OTLP_HEADERS (secret: never shown), one request's timeout.
+    otlp_endpoint: Annotated[str | None, BeforeValidator(sv.url)] = None
+    otlp_headers: Annotated[SecretStr | None, BeforeValidator(_otlp_headers)] = None
+    otlp_timeout: Annotated[float, sv.duration(0.1, 600, "s")] = 10.0
     shutdown_timeout: Annotated[float, sv.duration(0, 600, "s")] = 5.0
     upload_compression: Annotated[Literal["zstd", "gzip"], sv.choice("zstd", "gzip")] = "zstd"
     upload_backoff_initial: Annotated[float, sv.duration(0.001, 3600, "s")] = 0.5
@@ -254,7 +278,7 @@ _FIELD_BY_KEY["DO_NOT_TRACK"] = "do_not_track"
 
 
 def _show(field: str, value: object) -> str:
-    if field == "token":
+    if field in ("token", "otlp_headers"):
         return "<redacted>"
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."

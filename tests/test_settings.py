@@ -241,6 +241,10 @@ BAD_VALUES: dict[str, tuple[str | None, object]] = {
     "inline_max_bytes": ("100", "lots"),
     "attachment_max_bytes": ("100", -5),
     "upload_timeout": ("0.01", "1h"),
+    "otlp_endpoint": ("ftp://otel:4318", "not a url"),
+    "otlp_headers": (f"{SECRET} without equals", f"Authorization Basic {SECRET}"),
+    "otlp_timeout": ("0", "1d"),
+    "changes_max_bytes": ("lots", "-1"),
     "shutdown_timeout": ("-1", "2h"),
     "upload_compression": ("brotli", "ZSTD!"),
     "upload_backoff_initial": ("0", "2h"),
@@ -266,7 +270,7 @@ def _check_names(error: ConfigError, field: str, *, shown: str) -> None:
     variable = TelemetrySettings.env_var(field)
     assert error.variable == variable
     assert str(error).startswith(f"{variable}={shown}")
-    if field == "token":
+    if field in ("token", "otlp_headers"):
         assert SECRET not in str(error)
         assert SECRET not in repr(error.__context__) + repr(error.__cause__)
 
@@ -278,7 +282,7 @@ def test_bad_env_value_names_variable(monkeypatch: pytest.MonkeyPatch, field: st
     """An invalid environment value raises ConfigError naming the variable and the value."""
     bad = BAD_VALUES[field][0]
     monkeypatch.setenv(TelemetrySettings.env_var(field), str(bad))
-    shown = "<redacted>" if field == "token" else repr(bad)
+    shown = "<redacted>" if field in ("token", "otlp_headers") else repr(bad)
     _check_names(config_error(), field, shown=shown)
 
 
@@ -286,7 +290,7 @@ def test_bad_env_value_names_variable(monkeypatch: pytest.MonkeyPatch, field: st
 def test_bad_argument_names_variable(field: str) -> None:
     """An invalid argument raises ConfigError naming the variable and the value."""
     bad = BAD_VALUES[field][1]
-    shown = "<redacted>" if field == "token" else repr(bad)
+    shown = "<redacted>" if field in ("token", "otlp_headers") else repr(bad)
     error = config_error(**{field: bad})
     _check_names(error, field, shown=shown)
     assert f"(argument {field})" in str(error)

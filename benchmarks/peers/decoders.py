@@ -158,6 +158,8 @@ def _decode(path: str, headers: Mapping[str, str], body: bytes, key: str) -> tup
     path = path.split("?", 1)[0].rstrip("/")
     if "sentry-envelope" in ctype or path.endswith("/envelope"):
         return _sentry_envelope(raw, key)
+    if "protobuf" in ctype and path.endswith("/v1/traces"):
+        return _otlp_traces(raw, key)
     if "protobuf" in ctype:
         return _otlp_protobuf(raw, key)
     if start.group() in (b"{", b"["):
@@ -393,6 +395,30 @@ def _otlp_protobuf(raw: bytes, key: str) -> tuple[list[str], int]:
                 _proto_kvs(record.attributes, key, found)
                 if record.HasField("body"):
                     _proto_value(record.body, key, found)
+                markers.extend(found)
+    return markers, events
+
+
+def _otlp_traces(raw: bytes, key: str) -> tuple[list[str], int]:
+    """OTLP/HTTP traces: one event per span, markers in its attributes (the otlp variant)."""
+    try:
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+            ExportTraceServiceRequest,
+        )
+    except ImportError:
+        raise _DecodeError("protobuf without opentelemetry-proto") from None
+    try:
+        request = ExportTraceServiceRequest.FromString(raw)
+    except Exception:
+        raise _DecodeError("bad OTLP protobuf") from None
+    markers: list[str] = []
+    events = 0
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                events += 1
+                found: list[str] = []
+                _proto_kvs(span.attributes, key, found)
                 markers.extend(found)
     return markers, events
 

@@ -98,9 +98,10 @@ REPS = 3
 SINK_READY_TIMEOUT_S = 15.0
 PROBE_TIMEOUT_S = 60.0
 CHILD_GRACE_S = 90.0  # beyond the child's delivery deadline: startup, loading, finish
-ORDER = ("telemetry_client", "posthog", "segment", "otel", "sentry", "baseline")
+ORDER = ("telemetry_client", "otlp", "posthog", "segment", "otel", "sentry", "baseline")
 DISPLAY = {
     "telemetry_client": "telemetry-client",
+    "otlp": "telemetry-client (OTLP export)",
     "posthog": "posthog",
     "segment": "segment-analytics-python",
     "otel": "opentelemetry-sdk (OTLP/HTTP)",
@@ -652,6 +653,7 @@ def _verdict(t: dict[str, Any]) -> str:
 #: adapter -> (chart label, distribution whose version the chart shows, detail)
 CHART_LABELS = {
     "telemetry_client": ("telemetry-client", "telemetry-client", ""),
+    "otlp": ("telemetry-client", "telemetry-client", " · OTLP export"),
     "posthog": ("posthog", "posthog", ""),
     "segment": ("segment", "segment-analytics-python", ""),
     "otel": ("opentelemetry-sdk", "opentelemetry-sdk", " · OTLP/HTTP logs"),

@@ -12,7 +12,8 @@ What it shows:
   templates, ``session_start`` per session, unhandled errors as ``error`` events;
 * session ids from the ``X-Session-ID`` header (REST), the ``session_id`` query parameter
   (WebSocket) or the path (``bind_session``);
-* tools that report through ``current_client()`` without receiving a client or an id.
+* tools that report through ``current_client()`` without receiving a client or an id;
+* the changes panel at ``/api/changes/``: review, accept, reject or revert the file edits.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from pathlib import Path
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel
 
-from telemetry_client import events
+from telemetry_client import TelemetryClient, events
 from telemetry_client.integrations.fastapi import (
     Telemetry,
     TelemetryMiddleware,
     bind_session,
+    changes_router,
     current_client,
     telemetry_lifespan,
 )
@@ -78,8 +80,13 @@ async def own_lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
-app = FastAPI(lifespan=telemetry_lifespan(app_lifespan=own_lifespan))
+telemetry = TelemetryClient()  # TelemetrySettings() from TELEMETRY_*; one per worker process
+app = FastAPI(
+    lifespan=telemetry_lifespan(client=telemetry, app_lifespan=own_lifespan, close_client=True)
+)
 app.add_middleware(TelemetryMiddleware, exclude_paths={"/health"})
+# The changes panel: the page at /api/changes/, JSON at /api/changes/recent.
+app.include_router(changes_router(telemetry, root=WORKSPACE), prefix="/api/changes")
 
 
 class Prompt(BaseModel):

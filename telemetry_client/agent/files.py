@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from telemetry_client.agent.counters import tracking
 from telemetry_client.agent.diff import PathArg, describe_change
+from telemetry_client.changes.hook import record_operation
 
 if TYPE_CHECKING:
     from telemetry_client.client import TelemetryClient
@@ -62,6 +63,7 @@ def file_operation(
         counters.failed("file_operation", exc)
         return op_id
     client.emit(event)
+    record_operation(client, path, before, after, event)  # the changes panel; never raises
     return op_id
 
 
@@ -111,6 +113,9 @@ def _emit_change(
         counters.failed(where, exc)
         return False
     client.emit(event)
+    record_operation(  # the changes panel; never raises
+        client, path, before, after, event, encoding=encoding, before_known=before_error is None
+    )
     return True
 
 

@@ -6,7 +6,8 @@ used as ``with`` or ``async with`` (the same object does both) or by hand (``sta
 ``model``, the extra keyword arguments); the helpers emit the run stream (``prompt_sent``,
 ``response_chunk``, ``response_complete``, ``tool_call``, ``tool_result``,
 ``bash_command``, ``bash_output``, ``file_read``, ``file_write``, ``thinking``); leaving
-emits ``completed`` with ``status``, ``exit_code`` and ``duration_ms``:
+emits ``completed`` with ``status``, ``exit_code``, ``duration_ms`` (and the run's
+``toolchain`` and ``model`` again, so that it describes the run on its own):
 
 ==========================================  =============================================
 the block ...                                emits
@@ -20,6 +21,10 @@ the async library's cancellation,
 raises ``SystemExit(code)``                  ``success`` for code 0/None, else ``error``;
                                              ``exit_code`` is the code when it is an int
 ==========================================  =============================================
+
+Inside the ``with`` block the run is the *active run* of the context
+(:data:`active_run_id_var`): the httpx integration stamps its ``run_id`` on the
+``llm_call`` events recorded there, so an OTLP backend shows them as the run's children.
 
 ``run.finish(status, exit_code=...)`` ends the run explicitly (e.g. with the exit code of
 the agent's process); later exits do nothing. Every event of the run carries ``run_id``
@@ -41,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import threading
 import time
 import uuid
@@ -72,7 +78,19 @@ from telemetry_client.events import (
 if TYPE_CHECKING:
     from telemetry_client.client import TelemetryClient
 
-__all__ = ["DEFAULT_COALESCE_BYTES", "DEFAULT_COALESCE_MS", "STATUSES", "RunRecorder"]
+__all__ = [
+    "DEFAULT_COALESCE_BYTES",
+    "DEFAULT_COALESCE_MS",
+    "STATUSES",
+    "RunRecorder",
+    "active_run_id_var",
+]
+
+#: The run active in this context (inside ``with client.run()`` / ``async with``): an
+#: ``llm_call`` recorded here carries its ``run_id`` (OTLP makes it a child of the run).
+active_run_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "telemetry_active_run_id", default=None
+)
 
 DEFAULT_COALESCE_BYTES = 4096
 DEFAULT_COALESCE_MS = 250.0
@@ -130,6 +148,7 @@ class RunRecorder:
             max_age_s=max(0.0, float(coalesce_ms)) / 1000.0,
         )
         self._append_chunk = self._chunks.append  # bound once: the per-chunk path
+        self._tokens: list[contextvars.Token[str | None]] = []  # active_run_id_var, per enter
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -166,6 +185,7 @@ class RunRecorder:
             self._failed("flush", exc)
 
     def __enter__(self) -> RunRecorder:
+        self._tokens.append(active_run_id_var.set(self.run_id))
         return self.start()
 
     def __exit__(
@@ -174,10 +194,18 @@ class RunRecorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._leave()
         self._finish(exc)
 
     async def __aenter__(self) -> RunRecorder:
+        self._tokens.append(active_run_id_var.set(self.run_id))
         return self.start()
+
+    def _leave(self) -> None:
+        """Restore the outer active run (a token from another context is only dropped)."""
+        if self._tokens:
+            with contextlib.suppress(ValueError):
+                active_run_id_var.reset(self._tokens.pop())
 
     async def __aexit__(
         self,
@@ -185,6 +213,7 @@ class RunRecorder:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._leave()
         cancelled: tuple[type[BaseException], ...] = _CANCELLED
         with contextlib.suppress(Exception):  # trio's Cancelled too, under anyio on trio
             cancelled = (*_CANCELLED, anyio.get_cancelled_exc_class())
@@ -375,11 +404,15 @@ class RunRecorder:
                 if exc is not None and final == "error":
                     self._send_locked(Error.from_exception(exc))
                 duration_ms = round((self._clock() - self._started_at) * 1000.0, 3)
+                # The run's toolchain/model again, so that ``completed`` alone describes the
+                # run (OTLP names the run's root span from it, whatever the batching).
+                described = {"toolchain": self.toolchain, "model": self.model}
+                tail = {k: v for k, v in described.items() if v is not None} | dict(extra or {})
                 done = Completed(
                     status=final,
                     exit_code=code,
                     duration_ms=duration_ms,
-                    attributes=dict(extra) if extra else None,
+                    attributes=tail or None,
                 )
                 self._send_locked(done)
                 self._state = _FINISHED

@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
+import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
@@ -198,12 +200,37 @@ def run_demo(out: TextIO, *, spool_dir: str | None = None, keep: bool = False) -
             out.write(f"flush ok={result.ok} (acknowledged by the collector)\n")
 
             _step(out, "4. what the collector stored")
-            return _summary(out, collector, token, expected=n)
+            code = _summary(out, collector, token, expected=n)
+            _viewer(out, collector.url, Path(tmp), token, keep=keep)
+            return code
     finally:
         if not keep:
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             out.write(f"\nkept {tmp}\n")
+
+
+def _viewer(out: TextIO, url: str, tmp: Path, token: str, *, keep: bool) -> None:
+    """Print the session viewer's URL of the demo session; with ``keep``, serve it until
+    Ctrl-C. The token is never printed: it is written to an owner-only file to sign in."""
+    viewer = f"{url}/ui/sessions/{_SESSION}"
+    if not keep:
+        out.write(f"\nviewer: {viewer}\n  (stops with the demo; `--keep` keeps it running)\n")
+        return
+    token_file = tmp / "collector-token"
+    fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    out.write(
+        f"\nviewer: {viewer}\n  sign in with the token in {token_file}\n"
+        "  the collector keeps running; Ctrl-C stops it\n"
+    )
+    out.flush()
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        out.write("stopped\n")
 
 
 def _summary(out: TextIO, collector: Any, token: str, *, expected: int) -> int:

@@ -98,10 +98,10 @@ def run_flush(
     if not settings.active:
         out.write("telemetry is disabled (TELEMETRY_ENABLED/DO_NOT_TRACK): nothing to flush\n")
         return EXIT_OK
-    if not settings.endpoint:
+    if not settings.endpoint and not settings.otlp_endpoint:
         err.write(
-            "telemetry-client: configuration error: TELEMETRY_ENDPOINT is not set:"
-            " there is nowhere to flush to\n"
+            "telemetry-client: configuration error: neither TELEMETRY_ENDPOINT nor"
+            " TELEMETRY_OTLP_ENDPOINT is set: there is nowhere to flush to\n"
         )
         return EXIT_CONFIG
     if not settings.resolved_spool_dir.is_dir():

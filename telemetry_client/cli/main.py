@@ -1,7 +1,7 @@
 """``telemetry-client``: inspect and manage the local spool (README, "CLI").
 
 This module is the parser and the dispatch; each command lives in its own module
-(``status``, ``flush``, ``tail``, ``purge``, ``stats``, ``demo``) as
+(``status``, ``flush``, ``tail``, ``purge``, ``stats``, ``demo``, ``proxy``) as
 ``command(settings, args, out) -> exit code``. Commands read the same ``TELEMETRY_*``
 configuration as the app. Read-only commands (``status``, ``tail``) never create the spool
 directory. Every command exits 2 with a one-line message naming the variable when the
@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TextIO
 
-from telemetry_client.cli import demo, flush, purge, stats, status, tail
+from telemetry_client.cli import demo, flush, proxy, purge, stats, status, tail
 from telemetry_client.cli._common import EXIT_CONFIG, EXIT_INTERRUPTED
 from telemetry_client.cli.status import status_dict
 from telemetry_client.errors import ConfigError
@@ -32,6 +32,7 @@ _COMMANDS: dict[str, Command] = {
     "purge": purge.command,
     "stats": stats.command,
     "demo": demo.command,
+    "proxy": proxy.command,
 }
 
 
@@ -105,7 +106,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     d = sub.add_parser("demo", help="run a simulated agent session and show what was recorded")
     d.add_argument("--spool-dir", help="spool directory (default: a fresh temporary one)")
-    d.add_argument("--keep", action="store_true", help="keep the temporary spool afterwards")
+    d.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the collector (and its viewer) running until Ctrl-C, and the temporary files",
+    )
+    proxy.add_arguments(
+        sub.add_parser(
+            "proxy", help="run the recording OpenAI-compatible LLM proxy (SIGTERM stops)"
+        )
+    )
     return p
 
 

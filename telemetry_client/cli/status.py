@@ -17,7 +17,9 @@ import orjson
 from telemetry_client._internal.units import format_size
 from telemetry_client.cli._common import EXIT_OK, masked_url, open_spool, probe_endpoint
 from telemetry_client.settings import TelemetrySettings
-from telemetry_client.upload import Control, LastUpload
+from telemetry_client.spool import Spool
+from telemetry_client.upload import Control, LastUpload, NativeCollector
+from telemetry_client.upload.otlp import DESTINATION_NAME, Rejections
 
 __all__ = ["command", "show_status", "status_dict"]
 
@@ -54,6 +56,25 @@ def status_dict(settings: TelemetrySettings) -> dict[str, Any]:
         "last_upload": LastUpload(settings.resolved_spool_dir).read(),
         "endpoint_reachable": None if probe is None else probe[0],
         "endpoint_check": None if probe is None else probe[1],
+        "otlp_endpoint": masked_url(settings.otlp_endpoint),
+        "pending_by_destination": _pending_by_destination(settings, spool),
+        "otlp_rejected": Rejections(settings.resolved_spool_dir).read(),
+    }
+
+
+def _pending_by_destination(settings: TelemetrySettings, spool: Spool) -> dict[str, Any]:
+    """Per configured destination: what it has not acknowledged yet (docs/otlp.md)."""
+    names = [NativeCollector.name] if settings.endpoint else []
+    if settings.otlp_endpoint:
+        names.append(DESTINATION_NAME)
+    return {
+        name: {
+            "batches": p.batches,
+            "events": p.events,
+            "bytes": p.bytes,
+            "oldest_pending_age_s": p.oldest_age_s,
+        }
+        for name, p in spool.pending_by_destination(names).items()
     }
 
 
@@ -99,11 +120,30 @@ def _lines(info: dict[str, Any]) -> list[str]:
         + (f"ON until {info['disabled_until']}" if info["disabled_until"] else "off"),
         f"last upload:      {_last_upload_text(info['last_upload'])}",
     ]
+    if info["otlp_endpoint"]:
+        lines.insert(2, f"otlp endpoint:    {info['otlp_endpoint']}")
+    by_dest = info["pending_by_destination"]
+    if len(by_dest) > 1 or info["otlp_endpoint"]:
+        for name, p in by_dest.items():
+            lines.append(f"pending ({name}):" + " " * max(1, 7 - len(name)) + _pending_text(p))
+    rejected = info["otlp_rejected"]
+    if rejected["spans"] or rejected["log_records"] or rejected["message"]:
+        lines.append(
+            f"otlp rejected:    {rejected['spans']} spans, {rejected['log_records']} log records"
+            + (f" (last: {rejected['message']})" if rejected["message"] else "")
+        )
     if info["endpoint_reachable"] is not None:
         check = info["endpoint_check"]
         answer = f"yes ({check})" if info["endpoint_reachable"] else f"no: {check}"
         lines.insert(2, f"reachable:        {answer}")
     return lines
+
+
+def _pending_text(p: dict[str, Any]) -> str:
+    age = p["oldest_pending_age_s"]
+    return f"{p['events']} events in {p['batches']} batches" + (
+        f", oldest {age:.0f}s old" if age is not None else ""
+    )
 
 
 def _disabled_until(settings: TelemetrySettings) -> str | None:

@@ -172,6 +172,18 @@ class TokenAuth:
         """Every configured principal, in configuration order (no tokens)."""
         return [principal for _, principal in self._entries]
 
+    @property
+    def required(self) -> bool:
+        """False for a ``--no-auth`` collector (every request is :data:`ANONYMOUS`)."""
+        return self._required
+
+    def derive_key(self, label: bytes) -> bytes:
+        """A 32-byte secret for ``label`` derived from every configured token (the viewer
+        signs its cookies with it): the same on every replica and across restarts with the
+        same tokens, and a changed token set invalidates what it signed."""
+        material = b"".join(digest for digest, _ in self._entries)
+        return hmac.new(_digest(b"telemetry-collector:" + material), label, "sha256").digest()
+
     def principal(self, authorization: str | None) -> Principal | None:
         """The configured principal whose token is presented, :data:`ANONYMOUS` when auth
         is off, else None."""

@@ -44,6 +44,7 @@ from telemetry_client.collector._routes_read import (
 from telemetry_client.collector._routes_write import ATTACHMENTS_PATH, EVENTS_PATH, write_router
 from telemetry_client.collector._state import CollectorState
 from telemetry_client.collector.store.base import BadCursor, Store, StoreUnavailable
+from telemetry_client.collector.viewer import viewer_router
 
 __all__ = ["CollectorState", "create_app"]
 
@@ -188,4 +189,5 @@ def create_app(config: CollectorConfig, store: Store | None = None) -> FastAPI:
     # read router's GET of the same path, which Starlette would also answer for HEAD.
     app.include_router(write_router(state))
     app.include_router(read_router(state))
+    app.include_router(viewer_router(state))  # the session viewer under /ui (docs/viewer.md)
     return app

@@ -23,6 +23,9 @@ Needs the extra: ``pip install 'telemetry-client[fastapi]'``.
         bind_session(session_id=session_id)             # ids known only from the path
         telemetry.emit(events.ChatTurn(user_prompt=prompt, assistant_final=run_tool("grep", {})))
 
+The changes panel (review, accept, revert the agent's file edits; docs/changes.md):
+``app.include_router(changes_router(client, root=workspace), prefix="/api/changes")``.
+
 Or ``instrument_app(app)`` for an app that already exists: it composes the telemetry
 lifespan with the app's own and adds the middleware.
 
@@ -45,6 +48,7 @@ from fastapi import Depends, FastAPI
 from starlette.requests import HTTPConnection
 
 from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.changes.router import changes_router
 from telemetry_client.client import TelemetryClient
 from telemetry_client.integrations._asgi.connection import (
     current_client,
@@ -68,6 +72,7 @@ __all__ = [
     "Telemetry",
     "TelemetryMiddleware",
     "bind_session",
+    "changes_router",
     "current_client",
     "get_telemetry",
     "instrument_app",

@@ -14,7 +14,8 @@ import asyncio
 import re
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from telemetry_client.events import LLMCall
 from telemetry_client.llm.formats import MAX_ERROR_CHARS
@@ -59,9 +60,14 @@ class Call:
     e.g. its client disconnected) is emitted with ``closed_early`` (and ``cancelled``), no
     ``error``, and ``partial``: the answer and usage are what had arrived. A read error
     after the head is an ``error`` with ``partial`` set the same way.
+
+    A streamed (SSE) response's time to its first body chunk, from the call's start, goes
+    into the event's attributes as ``ttft_ms`` (time to first token, as LLM gateways measure
+    it); ``attributes`` given here are merged in too.
     """
 
     __slots__ = (
+        "_attributes",
         "_body",
         "_cancelled",
         "_capture",
@@ -73,6 +79,7 @@ class Call:
         "_parser",
         "_partial",
         "_t0",
+        "_t_first",
         "done",
         "endpoint",
         "provider",
@@ -92,8 +99,11 @@ class Call:
         on_error: Callable[[str, BaseException], None],
         capture_content: bool = False,
         max_parse_bytes: int = DEFAULT_MAX_PARSE_BYTES,
+        attributes: Mapping[str, Any] | None = None,
     ) -> None:
         self._t0 = time.perf_counter()
+        self._t_first: float | None = None  # the first body chunk of the response
+        self._attributes = attributes
         self.provider = provider
         self.endpoint = endpoint
         self._body = body  # the caller's own bytes object; parsed when the call ends
@@ -111,6 +121,12 @@ class Call:
         self._partial = False
         self.done = False
 
+    @property
+    def complete(self) -> bool:
+        """A stream's own end was seen (``[DONE]``, ``message_stop``, ...); JSON: after finish."""
+        parser = self._parser
+        return parser is not None and parser.complete
+
     def on_response(self, status: int, content_type: str, content_encoding: str) -> None:
         """The response head arrived."""
         try:
@@ -127,6 +143,8 @@ class Call:
     def feed(self, chunk: bytes) -> None:
         """The caller read this raw body chunk."""
         try:
+            if self._t_first is None and chunk:
+                self._t_first = time.perf_counter()
             self.response_bytes += len(chunk)
             parser = self._parser
             if parser is not None and not parser.dead:
@@ -201,6 +219,7 @@ class Call:
             self._on_error("request", exc)
         self._body = None
         answer = None
+        attributes = self._attributes
         inp = out = total = cache_read = cache_creation = reasoning = None
         error = self._error
         if parser is not None:
@@ -213,6 +232,9 @@ class Call:
             cache_creation = parser.cache_creation_input_tokens
             reasoning = parser.reasoning_tokens
             answer = parser.answer
+            if parser.streamed and self._t_first is not None:
+                ttft = round((self._t_first - self._t0) * 1000.0, 3)
+                attributes = {**(attributes or {}), "ttft_ms": ttft}
             if error is None and self.status is not None and self.status >= 400:
                 msg = parser.error_message
                 error = f"HTTP {self.status}: {msg}" if msg else f"HTTP {self.status}"
@@ -239,4 +261,5 @@ class Call:
             closed_early=True if self._closed_early else None,
             cancelled=True if self._cancelled else None,
             partial=True if self._partial else None,
+            attributes=attributes,
         )

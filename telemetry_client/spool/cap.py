@@ -41,8 +41,9 @@ class Cap:
             items.extend(d.batches_in(d.batches / day))
         blobs = d.blobs_in(d.attachments) + d.blobs_in(d.quarantine)
         # Small files outside the data folders count too: loss counters and upload state
-        # (state/), and the cross-process LLM usage store (usage/, see telemetry_client.usage).
-        for small in (d.state, d.root / "usage"):
+        # (state/), the cross-process LLM usage store (usage/, see telemetry_client.usage) and
+        # the change journal (changes/, see telemetry_client.changes).
+        for small in (d.state, d.root / "usage", d.root / "changes"):
             with contextlib.suppress(OSError):  # absent, or not a directory: nothing to count
                 for entry in os.scandir(small):
                     with contextlib.suppress(OSError):

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from telemetry_client._internal import fs as _fs
+from telemetry_client.changes.journal import ChangeJournal, changes_dir
 from telemetry_client.spool.blob_store import BLOB_GRACE_S, BlobStore
 from telemetry_client.spool.cap import Cap
 from telemetry_client.spool.layout import (
@@ -113,7 +114,13 @@ class Housekeeping:
             # Blobs referenced last before the cutoff are referenced by no batch still kept.
             self._blobs.gc_locked(now, BLOB_GRACE_S)
             self._blobs.remove_older([self._dir.quarantine], cutoff)
+        self._prune_changes(cutoff / 1e9)
         return removed
+
+    def _prune_changes(self, cutoff_s: float | None) -> None:
+        """The changes panel's journal follows retention and purges (docs/changes.md)."""
+        with contextlib.suppress(OSError):  # a review aid: never fails housekeeping
+            ChangeJournal(changes_dir(self._dir.root), max_bytes=0).prune(cutoff_s)
 
     def purge(
         self,
@@ -136,6 +143,7 @@ class Housekeeping:
                 oldest = self._queue.oldest_ns()
                 horizon = _ALL if oldest is None else oldest - int(BLOB_GRACE_S * 1e9)
                 self._blobs.remove_older([d.attachments, d.quarantine], horizon)
+            self._prune_changes(None)
             return removed
         if dead_letter:
             removed = self._purge_folders([d.dead], lambda n: True, "purged")
@@ -144,6 +152,7 @@ class Housekeeping:
             removed = self._purge(lambda n: n.created_ns < cutoff, "purged", include_dead=True)
             with d.global_lock():
                 self._blobs.remove_older([d.quarantine], cutoff)
+            self._prune_changes(cutoff / 1e9)
         else:
             return 0
         with d.global_lock():

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Container, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from telemetry_client.spool.layout import (
     same_file,
 )
 from telemetry_client.spool.ledger import DropLedger
+from telemetry_client.spool.settled import SettledMarks
 
 __all__ = ["BatchQueue", "Claim", "PendingStats", "SealResult"]
 
@@ -72,6 +73,9 @@ class Claim:
     _raw: bytes | None  # decompressed JSONL (None: a trusted claim, inflated on first use)
     _fd: int  # the claim's flock'ed file; -1 once given back
     _inflate: Callable[[bytes], bytes] | None = None  # for a trusted claim
+    # Destinations that already settled this batch -> the status they answered (on disk:
+    # spool/settled.py); grows with BatchQueue.settle, cleared when the batch leaves.
+    settled: dict[str, int] = field(default_factory=dict)
 
     @property
     def held(self) -> bool:
@@ -112,6 +116,7 @@ class BatchQueue:
         # and an emitting thread doing a backpressure hand-off seal concurrently.
         self._seal_lock = threading.Lock()
         self._local = threading.local()  # zstd contexts are not thread-safe: one per thread
+        self.marks = SettledMarks(d.state / "settled")
 
     def after_fork(self) -> None:
         """In a forked child: the seal lock may have been held by a parent thread."""
@@ -227,14 +232,24 @@ class BatchQueue:
 
     # -- reading ----------------------------------------------------------------------
 
-    def claim(self, *, trusted: Container[str] = ()) -> Claim | None:
+    def claim(
+        self,
+        *,
+        trusted: Container[str] = (),
+        wanted: Callable[[dict[str, int]], bool] | None = None,
+    ) -> Claim | None:
         """Hand the oldest unclaimed readable batch to this caller, or ``None``.
+
+        ``wanted(settled)`` (destination -> status of those that already settled a batch)
+        says whether a batch is worth claiming now; batches it declines are skipped (e.g.
+        only a paused destination still needs them).
 
         Unreadable batches met on the way are quarantined, never returned, never fatal.
         Batches whose ids are in ``trusted`` (sealed moments ago by this very process) skip
         the decompress-and-count check: only their size is verified, and their JSONL is
         inflated only if the caller asks for ``raw``. The uploader sends them as they are.
         """
+        marks = self.marks.read()
         for day in self._dir.days():
             folder = self._dir.batches / day
             try:
@@ -245,10 +260,48 @@ class BatchQueue:
                 name = BatchName.parse(entry)
                 if name is None:
                     continue
+                settled = marks.get(name.batch_id, {})
+                if wanted is not None and not wanted(settled):
+                    continue
                 claim = self._try_claim(folder / entry, name, name.batch_id in trusted)
                 if claim is not None:
+                    claim.settled = dict(settled)
                     return claim
         return None
+
+    def settle(self, claim: Claim, destination: str, status: int) -> None:
+        """``destination`` settled the claimed batch; kept on disk until the batch leaves."""
+        if claim.settled.get(destination) == status:
+            return
+        self.marks.mark(claim.batch_id, destination, status)
+        claim.settled[destination] = status
+
+    def pending_by_destination(self, destinations: list[str]) -> dict[str, PendingStats]:
+        """What each of ``destinations`` has not settled yet, among the pending batches."""
+        marks = self.marks.read()
+        names = [
+            n for day in self._dir.days() for _, n in self._dir.batches_in(self._dir.batches / day)
+        ]
+        out: dict[str, PendingStats] = {}
+        for dest in destinations:
+            left = [n for n in names if dest not in marks.get(n.batch_id, {})]
+            oldest = min((n.created_ns for n in left), default=None)
+            out[dest] = PendingStats(
+                batches=len(left),
+                events=sum(n.n_events for n in left),
+                bytes=sum(n.n_bytes for n in left),
+                oldest_age_s=None if oldest is None else max(0.0, (time.time_ns() - oldest) / 1e9),
+            )
+        return out
+
+    def gc_settled(self) -> int:
+        """Drop settlement markers of batches no longer pending (evicted, purged)."""
+        ids = [
+            n.batch_id
+            for day in self._dir.days()
+            for _, n in self._dir.batches_in(self._dir.batches / day)
+        ]
+        return self.marks.gc(ids)
 
     def _try_claim(self, path: Path, name: BatchName, trusted: bool) -> Claim | None:
         d = self._dir
@@ -308,6 +361,7 @@ class BatchQueue:
                 os.unlink(claim.path)
         finally:
             self._close_claim(claim)
+        self._forget_marks(claim)
 
     def release(self, claim: Claim) -> None:
         """Give the batch back unchanged (e.g. upload failed; retried later)."""
@@ -319,6 +373,12 @@ class BatchQueue:
             self._dir.move(claim.path, self._dir.dead / claim.name.filename)
         finally:
             self._close_claim(claim)
+        self._forget_marks(claim)
+
+    def _forget_marks(self, claim: Claim) -> None:
+        if claim.settled:
+            with contextlib.suppress(OSError):
+                self.marks.clear(claim.batch_id, claim.settled)
 
     def quarantine(self, claim: Claim) -> None:
         """Move an unreadable claimed batch aside."""

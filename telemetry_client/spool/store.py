@@ -17,7 +17,7 @@ the six invariants, the fsync and locking rules: ``docs/spool.md``.
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterator
+from collections.abc import Callable, Container, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -85,9 +85,26 @@ class Spool:
         """Make a compressed batch visible to readers (:meth:`BatchQueue.seal`)."""
         return self.queue.seal(body, n_events, batch_id=batch_id)
 
-    def claim(self, *, trusted: Container[str] = ()) -> Claim | None:
+    def claim(
+        self,
+        *,
+        trusted: Container[str] = (),
+        wanted: Callable[[dict[str, int]], bool] | None = None,
+    ) -> Claim | None:
         """The oldest unclaimed readable batch, or ``None`` (:meth:`BatchQueue.claim`)."""
-        return self.queue.claim(trusted=trusted)
+        return self.queue.claim(trusted=trusted, wanted=wanted)
+
+    def settle(self, claim: Claim, destination: str, status: int) -> None:
+        """One destination settled the claimed batch (kept on disk: ``spool/settled.py``)."""
+        self.queue.settle(claim, destination, status)
+
+    def pending_by_destination(self, destinations: list[str]) -> dict[str, PendingStats]:
+        """Pending batches each destination has not settled yet (``status``)."""
+        return self.queue.pending_by_destination(destinations)
+
+    def gc_settled(self) -> int:
+        """Drop settlement markers of batches that were evicted or purged."""
+        return self.queue.gc_settled()
 
     def ack(self, claim: Claim) -> None:
         """The batch was delivered: remove it."""

@@ -33,6 +33,7 @@ class SendResult:
     url: str = ""  # the request's URL as :func:`display_url` shows it (no credentials)
     cause: str | None = None  # why a connection failed, e.g. "connection refused"
     allow: str | None = None  # raw Allow header (probe answers)
+    final: bool = False  # the destination's protocol says: never retry this answer (OTLP)
 
     @property
     def ok(self) -> bool:
@@ -61,11 +62,13 @@ class Sender:
         token: str | None,
         timeout: float,
         transport: httpx.BaseTransport | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
+        """``headers`` go on every request (secrets allowed: like the token, never shown)."""
         self.endpoint = endpoint
         self.attachments_endpoint = (attachments_endpoint or "").rstrip("/")
         self.timeout = timeout
-        headers = {"User-Agent": f"telemetry-client/{__version__}"}
+        headers = {"User-Agent": f"telemetry-client/{__version__}", **(headers or {})}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._client = httpx.Client(
@@ -125,6 +128,17 @@ class Sender:
         """
         result, _body = self._exchange("OPTIONS", self.endpoint, None, {}, timeout)
         return result
+
+    def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        timeout: float | None = None,
+    ) -> tuple[SendResult, bytes]:
+        """``POST`` ``body`` to ``url``: the result and the response body (OTLP reads it)."""
+        return self._exchange("POST", url, body, headers, timeout)
 
     def query_events(
         self, params: Mapping[str, str | int], *, timeout: float | None = None

@@ -34,10 +34,11 @@ class UploadConfig:
 
     @classmethod
     def from_settings(cls, settings: TelemetrySettings) -> UploadConfig:
-        """The upload part of ``settings``; ``ValueError`` without ``TELEMETRY_ENDPOINT``."""
-        endpoint = settings.endpoint
-        if not endpoint:
-            raise ValueError("the uploader needs TELEMETRY_ENDPOINT")
+        """The upload part of ``settings``; ``ValueError`` without any endpoint (native or
+        OTLP; ``endpoint`` is empty when only ``TELEMETRY_OTLP_ENDPOINT`` is set)."""
+        endpoint = settings.endpoint or ""
+        if not endpoint and not settings.otlp_endpoint:
+            raise ValueError("the uploader needs TELEMETRY_ENDPOINT or TELEMETRY_OTLP_ENDPOINT")
         return cls(
             endpoint=endpoint,
             attachments_endpoint=settings.resolved_attachments_endpoint or "",

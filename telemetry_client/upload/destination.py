@@ -4,7 +4,8 @@ A :class:`Destination` takes one claimed batch and answers with one :class:`Send
 which the uploader classifies by the retry matrix (:mod:`.policy`). A 2xx is that
 destination's acknowledgement; the batch leaves the spool once *every* destination
 acknowledged it, and a destination that acknowledged it is not sent it again while others
-retry (:class:`Acks`). Only the native collector is wired today; OTLP is the next one.
+retry (:class:`Acks` in memory, and the spool's settlement markers on disk: docs/otlp.md).
+Two are wired: the native collector and OTLP (:mod:`.otlp`).
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ class Acks:
     A destination settles a batch by acknowledging it (2xx) or refusing it for good. An
     entry lives while a batch is settled by some destinations but not all, so a retry skips
     the settled ones; it is forgotten when the batch leaves the spool. Bounded: a forgotten
-    entry costs a resend (at-least-once holds). Not persisted (docs/upload.md).
+    entry costs a resend (at-least-once holds). A cache: the spool persists settlements
+    (``spool/settled.py``) so that another process or a restart skips them too.
     """
 
     def __init__(self, limit: int = _ACKS_MAX) -> None:

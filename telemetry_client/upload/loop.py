@@ -50,6 +50,7 @@ class UploadLoop:
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._step_no = 0
+        self._in_step = False
 
     def start(self) -> None:
         if self._thread is not None:
@@ -91,6 +92,12 @@ class UploadLoop:
             seen = self._step_no
             self._progress.wait_for(lambda: self._step_no != seen, timeout)
 
+    def wait_idle(self, timeout: float) -> None:
+        """Block until no step is running (or ``timeout``): a step that just heard the kill
+        switch or a refusal finishes recording what it delivered before a waiter judges."""
+        with self._progress:
+            self._progress.wait_for(lambda: not self._in_step, timeout)
+
     @property
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -98,6 +105,8 @@ class UploadLoop:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
+                with self._progress:
+                    self._in_step = True
                 try:
                     step = self._stepper.step()
                 except Exception as exc:  # the loop never dies
@@ -129,5 +138,6 @@ class UploadLoop:
 
     def _notify(self) -> None:
         with self._progress:
+            self._in_step = False
             self._step_no += 1
             self._progress.notify_all()

@@ -69,6 +69,8 @@ def classify(result: SendResult) -> Action:
         return Action.RETRY
     if 200 <= status < 300:
         return Action.ACK
+    if result.final:  # the destination's own rules refuse a retry (OTLP: not 429/502-504)
+        return Action.DEAD_LETTER
     if status == 413:
         return Action.SPLIT
     if status in AUTH_STATUSES:

@@ -18,6 +18,7 @@ class Outcome(str, enum.Enum):
     """How a step ended. A ``str`` enum: ``Outcome.SENT == "sent"`` holds."""
 
     SENT = "sent"  # the batch left the spool: every destination acknowledged it
+    DELIVERED = "delivered"  # ready destinations acknowledged it; kept for a waiting one
     IDLE = "idle"  # nothing claimable (empty, or every batch held by another process)
     RETRY = "retry"  # a destination failed; the batch is kept and retried (backoff, Retry-After)
     DEAD_LETTER = "dead_letter"  # refused for good: moved to the dead-letter area

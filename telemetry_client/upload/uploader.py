@@ -26,6 +26,7 @@ from telemetry_client.upload.attachments import BlobSource
 from telemetry_client.upload.config import UploadConfig
 from telemetry_client.upload.control import Control, KillSwitch, LastUpload
 from telemetry_client.upload.destination import Acks, Destination, OutgoingBatch, TrustedBatches
+from telemetry_client.upload.lanes import Lanes
 from telemetry_client.upload.loop import KILL_SWITCH_POLL_S, UploadLoop
 from telemetry_client.upload.native import NativeCollector
 from telemetry_client.upload.policy import Action, Backoff, classify, parse_retry_after
@@ -44,7 +45,16 @@ class ClaimQueue(BlobSource, Protocol):
     @property
     def root(self) -> Path: ...
 
-    def claim(self, *, trusted: Container[str] = ()) -> Claim | None: ...
+    def claim(
+        self,
+        *,
+        trusted: Container[str] = (),
+        wanted: Callable[[dict[str, int]], bool] | None = None,
+    ) -> Claim | None: ...
+
+    def settle(self, claim: Claim, destination: str, status: int) -> None: ...
+
+    def gc_settled(self) -> int: ...
 
     def ack(self, claim: Claim) -> None: ...
 
@@ -103,10 +113,8 @@ class Uploader:
         self._backoff = Backoff(config.backoff_initial, config.backoff_max, rng=rng)
         self.last = LastUpload(spool.root)
         self.counters = UploadCounters()
-        self._failures = 0  # consecutive failed attempts (drives backoff and replay)
-        self._paused_until = 0.0  # Retry-After / auth pause, for every destination
-        self._pause_reason = ""
-        self._pause_detail = ""  # what a 404/405 pause is about, for flush
+        self._lanes = Lanes(names)  # per destination: failures, backoff, pauses
+        self._recovering = False  # a failure or pause happened: the next success replays
         self._replaying = False  # draining a backlog after an outage: paced
         self._last_report = -1e18
         self._last_gc = monotonic()
@@ -131,6 +139,10 @@ class Uploader:
         """Block until the uploader finished another step (or ``timeout``)."""
         self._loop.wait_progress(timeout)
 
+    def wait_idle(self, timeout: float) -> None:
+        """Block until the step in flight (if any) has recorded its outcome (or ``timeout``)."""
+        self._loop.wait_idle(timeout)
+
     def after_fork_in_child(self) -> None:
         self._loop.after_fork_in_child()
 
@@ -153,59 +165,85 @@ class Uploader:
         now = self._clock()
         if self.kill_switch.refresh(now) > now:
             return "kill switch on (X-Telemetry-Disable from the collector)"
-        if self._paused_until > now and self._pause_reason == "auth":
+        lane = self._lanes.blocked(now)
+        if lane is None:
+            return None
+        if lane.reason == "auth" and lane.name == NativeCollector.name:
             return "the collector refused our credentials (check TELEMETRY_TOKEN)"
-        if self._paused_until > now and self._pause_reason == "endpoint":
-            return f"the collector answered {self._pause_detail}"
-        return None
+        if lane.reason == "auth":
+            return f"{lane.name} refused our credentials: {lane.detail}"
+        return f"the {_label(lane.name)} answered {lane.detail}"
 
     # -- one step ------------------------------------------------------------------------------
 
     def step(self) -> Step:
-        """Deliver (or try to deliver) the oldest claimable batch."""
+        """Deliver (or try to deliver) the oldest batch a ready destination still needs."""
         now = self._clock()
         until = self.kill_switch.refresh(now)
         if until > now:
-            self._failures = max(self._failures, 1)  # when it ends: paced replay, not a stampede
+            self._recovering = True  # when it ends: paced replay, not a stampede
             return Step(Outcome.KILL_SWITCH, min(until - now, KILL_SWITCH_POLL_S), hard=True)
-        if self._paused_until > now:
-            return Step(Outcome.PAUSED, self._paused_until - now, hard=True)
+        ready = self._lanes.ready(now)
+        if not ready:
+            return Step(Outcome.PAUSED, self._lanes.next_ready_in(now), hard=True)
         self._maybe_report_drops()
-        claim = self.spool.claim(trusted=self._trusted)
+        wanted = None
+        if len(ready) < len(self.destinations) or len(self.destinations) > 1:
+            wanted = _wants(ready)  # skip batches only waiting destinations still need
+        if wanted is None:
+            claim = self.spool.claim(trusted=self._trusted)
+        else:
+            claim = self.spool.claim(trusted=self._trusted, wanted=wanted)
         if claim is None:
             self._replaying = False
             self._maybe_gc()
+            if len(ready) < len(self.destinations):  # a waiting destination has a backlog
+                return Step(Outcome.IDLE, min(IDLE_POLL_S, self._lanes.next_ready_in(now)))
             return Step(Outcome.IDLE, IDLE_POLL_S)
         try:
-            return self._deliver(claim)
+            return self._deliver(claim, ready)
         finally:
             if claim.held:  # not acked nor dead-lettered: give it back for a later retry
                 self.spool.release(claim)
 
-    def _deliver(self, claim: Claim) -> Step:
-        """Send ``claim`` to every destination that has not settled it yet."""
+    def _deliver(self, claim: Claim, ready: frozenset[str]) -> Step:
+        """Send ``claim`` to every ready destination that has not settled it yet."""
         trusted = self._trusted.take(claim.batch_id)  # sealed here without attachment refs
         refs: tuple[AttachmentRef, ...] = ()
         if not trusted and any(d.uploads_attachments for d in self.destinations):
             refs = tuple(attachment_refs(claim.raw))  # a substring check when there are none
         with_refs = OutgoingBatch(claim, refs, self._request_timeout)
         without_refs = OutgoingBatch(claim, (), self._request_timeout) if refs else with_refs
-        settled = self._acks.settled(claim.batch_id)  # destination -> the answer that settled
-        failure: tuple[Destination, SendResult, Action] | None = None
+        # destination -> the answer that settled it: on disk (another process, a restart),
+        # then this process's memory.
+        settled = {n: SendResult(st) for n, st in claim.settled.items()}
+        settled |= self._acks.settled(claim.batch_id)
+        failure: Step | None = None  # the first failure decides the step
+        failed: set[str] = set()
         last: SendResult | None = None
         for dest in self.destinations:
-            if dest.name in settled:
+            if dest.name in settled or dest.name not in ready:
                 continue
             last = dest.send(with_refs if dest.uploads_attachments else without_refs)
             action = classify(last)
             # ACK, or refused for good (a final 413: the destination split what it could).
             if action in (Action.ACK, Action.DEAD_LETTER, Action.SPLIT):
                 settled[dest.name] = last
+                if len(settled) < len(self.destinations):  # a crash before the others'
+                    self._settle(claim, dest.name, last)  # answers must not resend this one
                 self._acks.record(claim.batch_id, dest.name, last)
-            elif failure is None:
-                failure = (dest, last, action)  # the first failure decides the step
-        if failure is not None:
-            return self._after_failure(*failure)
+                if self._lanes[dest.name].succeeded():
+                    self._recovering = True
+            else:
+                step = self._after_failure(dest, last, action)
+                failed.add(dest.name)
+                failure = failure or step
+        if len(settled) < len(self.destinations):
+            if failure is not None:
+                if ready - failed:  # a healthy destination goes on with newer batches at once
+                    return Step(Outcome.RETRY, 0.0, result=failure.result)
+                return failure
+            return Step(Outcome.DELIVERED, 0.0, events=claim.n_events, result=last)
         self._acks.forget(claim.batch_id)
         refused = [r for r in settled.values() if not r.ok]
         if refused:
@@ -214,10 +252,15 @@ class Uploader:
         self.spool.ack(claim)
         return step
 
+    def _settle(self, claim: Claim, name: str, result: SendResult) -> None:
+        try:
+            self.spool.settle(claim, name, result.status or 0)
+        except (OSError, ValueError) as exc:  # a resend later, at worst
+            self._log.warning("settle", "telemetry upload: could not record an ack: %s", exc)
+
     def _dead_letter(self, claim: Claim, result: SendResult) -> Step:
         self.counters.rejected += claim.n_events
         self.spool.dead_letter(claim)
-        self._failures = 0
         self._log.warning(
             "dead_letter",
             "telemetry upload: the collector refused batch %s for good (%s);"
@@ -233,9 +276,9 @@ class Uploader:
         c.uploaded += claim.n_events
         c.uploaded_batches += 1
         c.uploaded_bytes += claim.name.n_bytes
-        if self._failures:
+        if self._recovering:
             self._replaying = True  # backlog after an outage: pace it (bounded replay)
-        self._failures = 0
+        self._recovering = False
         detail = result.describe() if result is not None else "acknowledged"
         self.last.record("ok", detail, batches=1, events=claim.n_events)
         wait = 0.0
@@ -246,37 +289,41 @@ class Uploader:
         return Step(Outcome.SENT, wait, hard=True, events=n, bytes=size, result=result)
 
     def _after_failure(self, dest: Destination, result: SendResult, action: Action) -> Step:
+        """The failed destination's lane waits; the step that says so."""
         now = self._clock()
+        lane = self._lanes[dest.name]
         self.counters.retries += 1
+        self._recovering = True
+        label = _label(dest.name)
         if action in (Action.AUTH_PAUSE, Action.ENDPOINT_PAUSE):
             # Credentials refused, or a URL that is not an events endpoint: nothing is wrong
             # with the batch, so keep everything and pause (a person has to fix a setting).
             pause = self._config.auth_pause
             problem = dest.explain(result)
             auth = action is Action.AUTH_PAUSE
-            self._paused_until = now + pause
-            self._pause_reason, self._pause_detail = ("auth" if auth else "endpoint"), problem
-            self._failures = max(self._failures, 1)  # resumed later: paced replay
+            lane.wait(now, pause, hard=True, reason="auth" if auth else "endpoint", detail=problem)
             if auth:
                 self._log.warning(
-                    "auth",
-                    "telemetry upload refused by the collector with %s; uploads paused"
+                    f"auth:{dest.name}",
+                    "telemetry upload refused by the %s with %s; uploads paused"
                     " for %.0f s, nothing is dropped",
+                    label,
                     problem,
                     pause,
                 )
                 self.last.record("auth_refused", result.describe())
                 return Step(Outcome.AUTH_PAUSE, pause, hard=True, result=result)
             self._log.warning(
-                "endpoint",
-                "telemetry upload: the collector answered %s; uploads paused for %.0f s,"
+                f"endpoint:{dest.name}",
+                "telemetry upload: the %s answered %s; uploads paused for %.0f s,"
                 " nothing is dropped",
+                label,
                 problem,
                 pause,
             )
             self.last.record("wrong_endpoint", problem)
             return Step(Outcome.ENDPOINT_PAUSE, pause, hard=True, result=result)
-        self._failures += 1
+        lane.failures += 1
         self.last.record("retrying", result.describe())
         retry_after = parse_retry_after(
             result.retry_after, now=now, ceiling=self._config.retry_after_max
@@ -284,12 +331,18 @@ class Uploader:
         # A Retry-After of zero (or an HTTP-date already past: clock skew) is no pause at all;
         # honouring it as one would retry back to back, so the backoff applies instead.
         if retry_after and result.status is not None:
-            self._paused_until, self._pause_reason = now + retry_after, "retry_after"
+            lane.wait(now, retry_after, hard=True, reason="retry_after")
             return Step(Outcome.RETRY, retry_after, hard=True, result=result)
+        where = "" if dest.name == NativeCollector.name else f" to the {label}"
         self._log.warning(
-            "retry", "telemetry upload failed (%s); retrying with backoff", result.describe()
+            f"retry:{dest.name}",
+            "telemetry upload%s failed (%s); retrying with backoff",
+            where,
+            result.describe(),
         )
-        return Step(Outcome.RETRY, self._backoff.delay(self._failures), result=result)
+        delay = self._backoff.delay(lane.failures)
+        lane.wait(now, delay, hard=False, reason="backoff")
+        return Step(Outcome.RETRY, delay, result=result)
 
     # -- losses and housekeeping ---------------------------------------------------------------
 
@@ -321,6 +374,9 @@ class Uploader:
         self._last_gc = mono
         with contextlib.suppress(OSError):
             self.spool.gc_blobs()
+        if len(self.destinations) > 1:
+            with contextlib.suppress(OSError):
+                self.spool.gc_settled()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -339,3 +395,17 @@ class Uploader:
                 out[key] = out.get(key, 0) + value
         out["drop_reports"] = reports
         return out
+
+
+def _wants(ready: frozenset[str]) -> Callable[[dict[str, int]], bool]:
+    """A claim filter: the batch is still needed by a destination that is ready now."""
+
+    def wanted(settled: dict[str, int]) -> bool:
+        return any(name not in settled for name in ready)
+
+    return wanted
+
+
+def _label(name: str) -> str:
+    """How logs name a destination: the native one is "the collector"."""
+    return "collector" if name == NativeCollector.name else f"{name} endpoint"

@@ -37,6 +37,8 @@ from telemetry_client.upload import Control, Outcome, SendResult, Uploader
 from telemetry_client.upload.destination import Acks
 from telemetry_client.upload.uploader import IDLE_POLL_S, REPORT_EVERY_S
 
+FIRST_BACKOFF_S = 0.5  # upload_backoff_initial, FixedJitter(1.0): the first failure's wait
+
 # The shared fixtures (upload_kit).
 clock = upload_kit.clock
 make_settings = upload_kit.make_settings
@@ -557,7 +559,8 @@ def test_batch_leaves_the_spool_only_when_every_destination_acknowledged_it(
     spool: Spool, clock: FakeClock, make_uploader: Callable[..., Uploader]
 ) -> None:
     """One destination acks, another fails: the batch stays; its retry goes to the failing
-    one only; it is acked in the spool when the last one acknowledges."""
+    one only (once its own backoff ended); it is acked in the spool when the last one
+    acknowledges."""
     a, b = InMemoryCollector("a"), InMemoryCollector("b")
     b.answer(503, 200)
     name = seal_n(spool, 2)
@@ -565,9 +568,13 @@ def test_batch_leaves_the_spool_only_when_every_destination_acknowledged_it(
 
     step = up.step()
     assert step.outcome is Outcome.RETRY
+    assert step.wait_s == 0  # "a" is healthy: it goes on at once
     assert_released(spool, name)
     assert up.counters.uploaded == 0
-    clock.advance(step.wait_s)
+    step = up.step()
+    assert step.outcome is Outcome.IDLE  # only "b" needs the batch, and "b" backs off
+    assert 0 < step.wait_s <= IDLE_POLL_S
+    clock.advance(FIRST_BACKOFF_S)
 
     step = up.step()
     assert step.outcome is Outcome.SENT
@@ -607,7 +614,8 @@ def test_a_refusal_for_good_by_one_destination_dead_letters_once_the_others_sett
     name = seal_n(spool, 1)
     up = make_uploader(destinations=[refusing, slow])
 
-    clock.advance(up.step().wait_s)
+    up.step()
+    clock.advance(FIRST_BACKOFF_S)
     assert spool.dead_letters() == []
     assert spool.pending().batches == 1
 
@@ -619,20 +627,21 @@ def test_a_refusal_for_good_by_one_destination_dead_letters_once_the_others_sett
     assert up.counters.rejected == 1
 
 
-def test_another_process_resends_to_a_destination_that_acked_and_it_stores_once(
-    spool: Spool, clock: FakeClock, make_uploader: Callable[..., Uploader]
+def test_another_process_does_not_resend_to_a_destination_that_acked(
+    spool: Spool, make_uploader: Callable[..., Uploader]
 ) -> None:
-    """Acknowledgements are per process (in memory): a batch retried by another process goes
-    to every destination again; a collector deduplicating on the batch id stores it once."""
+    """Acknowledgements are kept on disk while a batch waits for another destination: the
+    batch retried by another process (a restart, ``flush``) goes to the missing one only."""
     a, b = InMemoryCollector("a"), InMemoryCollector("b")
     b.answer(503, 200)
     seal_n(spool, 2)
 
-    clock.advance(make_uploader(destinations=[a, b]).step().wait_s)
+    make_uploader(destinations=[a, b]).step()
     assert make_uploader(destinations=[a, b]).step().outcome is Outcome.SENT
 
-    assert (len(a.sent), a.duplicates, len(a.events)) == (2, 1, 2)
+    assert (len(a.sent), a.duplicates, len(a.events)) == (1, 0, 2)
     assert len(b.events) == 2
+    assert not list((spool.root / "state" / "settled").iterdir())  # gone with the batch
 
 
 def test_destinations_need_distinct_names(make_uploader: Callable[..., Uploader]) -> None:
@@ -688,19 +697,23 @@ def test_destinations_are_closed_when_the_uploader_stops(
     assert b.closed
 
 
-def test_state_files_hold_no_acknowledgements(
+def test_a_partial_acknowledgement_is_an_empty_marker_and_counts_per_destination(
     spool: Spool, clock: FakeClock, make_uploader: Callable[..., Uploader]
 ) -> None:
-    """Per-destination acknowledgements are kept in memory only (docs/upload.md): a partial
-    acknowledgement writes nothing under the spool besides the usual state."""
+    """A batch settled by some destinations only leaves an empty marker per settlement under
+    ``state/settled/`` (nothing against the cap); pending is counted per destination."""
     a, b = InMemoryCollector("a"), RecordingDestination("b")
     b.answer(503)
-    seal_n(spool, 1)
+    name = seal_n(spool, 1)
     up = make_uploader(destinations=[a, b])
 
     up.step()
 
-    state = sorted(p.name for p in (spool.root / "state").iterdir())
-    assert all(n in {"control.json", "dropped.json", "last_upload.json"} for n in state), state
+    marks = sorted(p.name for p in (spool.root / "state" / "settled").iterdir())
+    assert marks == [f"{name.batch_id}.a.200"]
+    assert (spool.root / "state" / "settled" / marks[0]).stat().st_size == 0
+    per = spool.pending_by_destination(["a", "b"])
+    assert (per["a"].batches, per["b"].batches, per["b"].events) == (0, 1, 1)
+    assert spool.check() == []
     last = orjson.loads((spool.root / "state" / "last_upload.json").read_bytes())
     assert last["outcome"] == "retrying"

@@ -20,6 +20,7 @@ __all__ = ["ADAPTERS", "MODES", "PEERS", "SINGLE_CONFIG", "Adapter", "available"
 ADAPTERS: dict[str, str] = {
     "baseline": "adapters.baseline",
     "telemetry_client": "adapters.telemetry_client",
+    "otlp": "adapters.otlp",  # telemetry_client exporting OTLP (docs/otlp.md)
     "posthog": "adapters.posthog",
     "segment": "adapters.segment",
     "otel": "adapters.otel",
@@ -34,7 +35,7 @@ PEERS = ("posthog", "segment", "otel", "sentry")
 
 #: Adapters whose three modes are one configuration (never drops, always compresses):
 #: run once, as ``defaults``, and reported under every mode.
-SINGLE_CONFIG = frozenset({"baseline", "telemetry_client"})
+SINGLE_CONFIG = frozenset({"baseline", "telemetry_client", "otlp"})
 
 
 class Adapter(Protocol):

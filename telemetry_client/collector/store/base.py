@@ -101,12 +101,15 @@ class EventPage:
     """One page of events: each a stored envelope plus ``"ingest": {"token", "team"}``.
 
     ``total`` counts every match of the filters (ignoring cursor, offset and limit);
-    ``next_cursor`` is None after the last page.
+    ``next_cursor`` is None after the last page. ``last_cursor`` (internal, the viewer's
+    live mode) is the position after the last event returned, or the query's cursor when
+    none was: a poll from it later gets exactly the events committed since.
     """
 
     events: list[dict[str, Any]]
     total: int
     next_cursor: str | None
+    last_cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

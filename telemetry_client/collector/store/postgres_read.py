@@ -108,6 +108,7 @@ def events_page(cur: Cursor[Any], query: EventQuery, scope: ReadScope) -> EventP
         [event_dict(body, token, team) for _, _, body, token, team in rows],
         int(total),
         encode_cursor([rows[-1][0], rows[-1][1]]) if more and rows else None,
+        encode_cursor([rows[-1][0], rows[-1][1]]) if rows else query.cursor,
     )
 
 

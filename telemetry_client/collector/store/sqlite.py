@@ -288,6 +288,7 @@ class SqliteStore:
             [event_dict(body, token, team) for _, body, token, team in rows],
             total,
             encode_cursor([rows[-1][0]]) if more and rows else None,
+            encode_cursor([rows[-1][0]]) if rows else query.cursor,
         )
 
     def sessions(self, query: SessionQuery, scope: ReadScope) -> SessionPage:

@@ -8,11 +8,13 @@ logged at most once per cooldown.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping
 
 import httpx
 
 from telemetry_client._internal.log import RateLimitedLogger
+from telemetry_client.agent.run import active_run_id_var
 from telemetry_client.client import TelemetryClient
 from telemetry_client.events import LLMCall
 from telemetry_client.integrations._httpx.streams import wrap_stream
@@ -64,7 +66,8 @@ class Recorder:
                 endpoint=url.path,
                 body=body,
                 request_bytes=size,
-                emit=self._emit,
+                # The run active where the request starts (the answer may be read elsewhere).
+                emit=functools.partial(self._emit, active_run_id_var.get()),
                 on_error=self.failed,
                 capture_content=self.capture_content,
                 max_parse_bytes=self.max_parse_bytes,
@@ -97,7 +100,9 @@ class Recorder:
             self.failed("response", exc)
             call.finish()
 
-    def _emit(self, event: LLMCall) -> None:
+    def _emit(self, run_id: str | None, event: LLMCall) -> None:
+        if run_id is not None:  # inside client.run(): the call belongs to that run
+            event.attributes = {**(event.attributes or {}), "run_id": run_id}
         self.telemetry.emit(event)  # read at emit time: the client may be swapped or patched
 
     def failed(self, where: str, exc: BaseException) -> None:
