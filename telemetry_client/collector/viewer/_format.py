@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 from jinja2 import Undefined
 
+from telemetry_client._internal.diff_html import render_diff
+
 __all__ = [
     "MAX_TEXT",
     "Clipped",
@@ -142,7 +144,8 @@ def attachment_of(value: Any) -> dict[str, Any] | None:
 
 @dataclass(frozen=True, slots=True)
 class DiffLine:
-    """One line of a unified diff and its kind: ``add``, ``del``, ``hunk``, ``meta``, ``ctx``."""
+    """One line of a unified diff and its kind: ``add``, ``del``, ``hunk``, ``meta``, ``ctx``,
+    ``note`` (``\\ No newline at end of file``)."""
 
     kind: str
     text: str
@@ -169,25 +172,13 @@ def diff_lines(data: dict[str, Any]) -> tuple[list[DiffLine], int, int, int]:
             )
         else:
             diff = ""
-    raw = diff.splitlines()
-    lines: list[DiffLine] = []
-    added = removed = 0
-    for text in raw:
-        if text.startswith(("+++", "---")):
-            kind = "meta"
-        elif text.startswith("+"):
-            kind, added = "add", added + 1
-        elif text.startswith("-"):
-            kind, removed = "del", removed + 1
-        elif text.startswith("@@"):
-            kind = "hunk"
-        else:
-            kind = "ctx"
-        if len(lines) < MAX_DIFF_LINES:
-            lines.append(DiffLine(kind, text[:MAX_TEXT]))
+    # One diff parser for the viewer and the changes panel (hunk-aware line records).
+    rendered = render_diff(diff, max_lines=MAX_DIFF_LINES)
+    lines = [DiffLine(line.kind, line.text[:MAX_TEXT]) for line in rendered.lines]
+    added, removed = rendered.added, rendered.removed
     stated_add, stated_del = data.get("loc_added"), data.get("loc_removed")
     if isinstance(stated_add, int) and not isinstance(stated_add, bool):
         added = stated_add
     if isinstance(stated_del, int) and not isinstance(stated_del, bool):
         removed = stated_del
-    return lines, added, removed, max(0, len(raw) - MAX_DIFF_LINES)
+    return lines, added, removed, rendered.omitted
