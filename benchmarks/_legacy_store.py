@@ -24,6 +24,7 @@ from telemetry_client.collector.store.base import (
     RetentionResult,
     SessionPage,
     SessionQuery,
+    TimelinePage,
 )
 from telemetry_client.collector.store.files import Storage
 
@@ -49,6 +50,11 @@ class LegacyJsonlStore:
         raise NotImplementedError("the 0.1 JSONL store is only benchmarked for ingest")
 
     def sessions(self, q: SessionQuery, scope: ReadScope) -> SessionPage:
+        raise NotImplementedError("the 0.1 JSONL store had no sessions")
+
+    def session_timeline(
+        self, session_id: str, *, after: str | None, limit: int, scope: ReadScope
+    ) -> TimelinePage:
         raise NotImplementedError("the 0.1 JSONL store had no sessions")
 
     def put_attachment(self, sha256: str, content_type: str, data: bytes) -> bool:

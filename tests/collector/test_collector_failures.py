@@ -35,6 +35,7 @@ from telemetry_client.collector.store.base import (
     SessionPage,
     SessionQuery,
     StoreUnavailable,
+    TimelinePage,
 )
 from telemetry_client.collector.store.open import open_store
 
@@ -78,6 +79,15 @@ class Flaky:
     def sessions(self, q: SessionQuery, scope: ReadScope) -> SessionPage:
         self._gate("sessions")
         result: SessionPage = self.inner.sessions(q, scope)
+        return result
+
+    def session_timeline(
+        self, session_id: str, *, after: str | None, limit: int, scope: ReadScope
+    ) -> TimelinePage:
+        self._gate("session_timeline")
+        result: TimelinePage = self.inner.session_timeline(
+            session_id, after=after, limit=limit, scope=scope
+        )
         return result
 
     def put_attachment(self, sha256: str, content_type: str, data: bytes) -> bool:

@@ -26,6 +26,7 @@ from telemetry_client.collector.store.base import (
     StorageError,
     Store,
     StoreUnavailable,
+    TimelinePage,
 )
 from telemetry_client.collector.store.files import Storage
 from telemetry_client.collector.store.open import open_store
@@ -51,5 +52,6 @@ __all__ = [
     "StorageError",
     "Store",
     "StoreUnavailable",
+    "TimelinePage",
     "open_store",
 ]

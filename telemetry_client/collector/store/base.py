@@ -36,6 +36,7 @@ __all__ = [
     "StorageError",
     "Store",
     "StoreUnavailable",
+    "TimelinePage",
 ]
 
 
@@ -110,6 +111,24 @@ class EventPage:
     total: int
     next_cursor: str | None
     last_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TimelinePage:
+    """One page of a session's events in stored order: ``ts``, then ``seq``, then commit
+    position (total and stable, so keyset paging never skips or repeats an event).
+
+    ``next_key`` (opaque, for ``after``) is None after the last page. ``live_cursor`` (only
+    on the first page, ``after`` None) is an events-query cursor taken before the page was
+    read: polling :meth:`Store.events` from it returns every event committed since, so a
+    viewer that places those by ``(ts, seq)`` misses none. ``total`` counts the session's
+    events in scope.
+    """
+
+    events: list[dict[str, Any]]
+    total: int
+    next_key: str | None
+    live_cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +217,13 @@ class Store(Protocol):
     def events(self, q: EventQuery, scope: ReadScope) -> EventPage: ...
 
     def sessions(self, q: SessionQuery, scope: ReadScope) -> SessionPage: ...
+
+    def session_timeline(
+        self, session_id: str, *, after: str | None, limit: int, scope: ReadScope
+    ) -> TimelinePage:
+        """One session's events by keyset over ``(ts_us, seq, commit position)``, in the
+        same team scope as :meth:`events`; ``after`` is a previous page's ``next_key``."""
+        ...
 
     def put_attachment(self, sha256: str, content_type: str, data: bytes) -> bool:
         """Store a blob under its (verified) sha256; False when it was already stored."""

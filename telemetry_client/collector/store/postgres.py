@@ -42,9 +42,14 @@ from telemetry_client.collector.store.base import (
     SessionQuery,
     StorageError,
     StoreUnavailable,
+    TimelinePage,
 )
 from telemetry_client.collector.store.migrations import migrate
-from telemetry_client.collector.store.postgres_read import events_page, sessions_page
+from telemetry_client.collector.store.postgres_read import (
+    events_page,
+    sessions_page,
+    timeline_page,
+)
 from telemetry_client.collector.store.postgres_schema import (
     EVENT_COLUMNS,
     EVENT_TYPES,
@@ -250,6 +255,13 @@ class PostgresStore:
         """Matching events in commit order (``(txid, pk)``, below the snapshot horizon)."""
         with self._cursor() as cur:
             return events_page(cur, query, scope)
+
+    def session_timeline(
+        self, session_id: str, *, after: str | None, limit: int, scope: ReadScope
+    ) -> TimelinePage:
+        """The session's events by ``(ts_us, seq, pk)`` keyset (docs/viewer.md, "Order")."""
+        with self._cursor() as cur:
+            return timeline_page(cur, session_id, after, limit, scope)
 
     def sessions(self, query: SessionQuery, scope: ReadScope) -> SessionPage:
         """Sessions by most recent ``last_ts``; unscoped readers see each session once."""

@@ -5,6 +5,10 @@ the horizon: ``xmin`` of the snapshot the count runs in (every transaction below
 committed or aborted), read once and passed to the page query so count and page agree.
 A row committed later always has ``txid >=`` that horizon, hence sorts after any cursor
 handed out now: paging never skips it (docs/collector-store.md, "Order and cursors").
+
+A session's timeline pages by keyset over ``(ts_us, seq, pk)`` (``events_session_ts``);
+its live cursor is the session's last ``(txid, pk)`` below the horizon, read before the
+page: every row below it is visible to the page's statement, every later one sorts after.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from telemetry_client.collector.store.base import (
     ReadScope,
     SessionPage,
     SessionQuery,
+    TimelinePage,
 )
 from telemetry_client.collector.store.sql import (
     decode_cursor,
@@ -30,7 +35,7 @@ from telemetry_client.collector.store.sql import (
     team_key,
 )
 
-__all__ = ["events_page", "sessions_page"]
+__all__ = ["events_page", "sessions_page", "timeline_page"]
 
 _HORIZON = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
 _SESSION_COLUMNS = (
@@ -151,3 +156,50 @@ def sessions_page(cur: Cursor[Any], query: SessionQuery, scope: ReadScope) -> Se
     rows = rows[:limit]
     cursor = encode_cursor([int(rows[-1][4]), rows[-1][0]]) if more and rows else None
     return SessionPage([session_dict(r) for r in rows], cursor)
+
+
+def timeline_page(
+    cur: Cursor[Any], session_id: str, after: str | None, limit: int, scope: ReadScope
+) -> TimelinePage:
+    """A page of ``session_id``'s events after the key ``after``, in ``(ts, seq, pk)``."""
+    where = ["session_id = %s"]
+    params: list[Any] = [session_id]
+    if scope.team is not None:
+        where.append("ingest_team = %s")
+        params.append(team_key(scope.team))
+    key: list[Any] | None = None
+    if after is not None:
+        key = decode_cursor(after, (int, int, int))
+    limit = max(0, limit)
+    if _unstorable(session_id, scope.team):
+        return TimelinePage([], 0, None)
+    live: str | None = None
+    if key is None:
+        cur.execute(
+            f"WITH h AS MATERIALIZED (SELECT {_HORIZON} AS x)"  # noqa: S608
+            f" SELECT txid, pk FROM events, h{_where([*where, 'txid < h.x'])}"
+            " ORDER BY txid DESC, pk DESC LIMIT 1",
+            params,
+        )
+        head = cur.fetchone()
+        live = encode_cursor([int(head[0]), int(head[1])]) if head else None
+    cur.execute(f"SELECT COUNT(*) FROM events{_where(where)}", params)  # noqa: S608
+    total = (cur.fetchone() or (0,))[0]
+    page_where, page_params = list(where), list(params)
+    if key is not None:
+        page_where.append("(ts_us, seq, pk) > (%s, %s, %s)")
+        page_params += key
+    cur.execute(
+        "SELECT ts_us, seq, pk, body, ingest_token, ingest_team FROM events"  # noqa: S608
+        f"{_where(page_where)} ORDER BY ts_us, seq, pk LIMIT %s",
+        [*page_params, limit + 1],
+    )
+    rows = cur.fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return TimelinePage(
+        [event_dict(r[3], r[4], r[5]) for r in rows],
+        int(total),
+        encode_cursor([int(v) for v in rows[-1][:3]]) if more and rows else None,
+        live,
+    )

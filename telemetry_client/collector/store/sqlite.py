@@ -36,6 +36,7 @@ from telemetry_client.collector.store.base import (
     SessionQuery,
     StorageError,
     StoreUnavailable,
+    TimelinePage,
 )
 from telemetry_client.collector.store.migrations import migrate
 from telemetry_client.collector.store.sql import (
@@ -47,6 +48,7 @@ from telemetry_client.collector.store.sql import (
     session_sums,
     team_key,
 )
+from telemetry_client.collector.store.sqlite_timeline import timeline_page
 from telemetry_client.collector.store.sqlite_upkeep import (
     DELETE_OLD_ATTACHMENTS,
     DELETE_OLD_BATCHES,
@@ -290,6 +292,13 @@ class SqliteStore:
             encode_cursor([rows[-1][0]]) if more and rows else None,
             encode_cursor([rows[-1][0]]) if rows else query.cursor,
         )
+
+    def session_timeline(
+        self, session_id: str, *, after: str | None, limit: int, scope: ReadScope
+    ) -> TimelinePage:
+        """The session's events by ``(ts_us, seq, pk)`` keyset, in one snapshot."""
+        with self._read() as conn:
+            return timeline_page(conn, session_id, after, limit, scope)
 
     def sessions(self, query: SessionQuery, scope: ReadScope) -> SessionPage:
         """Sessions by most recent ``last_ts``; an unscoped reader sees each session once

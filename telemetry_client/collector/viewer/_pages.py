@@ -53,6 +53,11 @@ def _present(value: Any) -> bool:
     return value is not None and not isinstance(value, Undefined)
 
 
+def _seq(value: Any) -> int:
+    """An event's ``seq`` for ``data-seq`` (0 when not an integer)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
 def security_headers(response: Response) -> Response:
     """Add the CSP and its companions to ``response`` (returned for chaining)."""
     response.headers["Content-Security-Policy"] = CSP
@@ -82,6 +87,8 @@ class Renderer:
             day_time=fmt.day_time,
             attachment_of=fmt.attachment_of,
             diff_lines=fmt.diff_lines,
+            ts_us=fmt.parse_ts,
+            seq_of=_seq,
         )
         env.tests["present"] = _present
         env.globals.update(ui=UI, known=KNOWN_TYPES)

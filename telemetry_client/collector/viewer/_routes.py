@@ -5,13 +5,15 @@ Every page needs the ``read`` role and reads within the reader's scope, exactly 
 ``GET /api/v1/events`` (a team's reader sees its team's events only). Signed out, a page
 redirects to the sign-in form (the script's JSON calls get 401); a token without the read
 role gets 403. The timeline's first page (:data:`PAGE` events) is rendered with the page;
-the script asks ``/ui/api/events`` for the rest, with the cursor the previous answer gave.
-That cursor never runs out: after the last stored event it is the position past it, so
-the live mode polls with it and gets exactly the events committed since.
+the script asks ``/ui/api/events?after=KEY`` for the rest, in stored order (``ts``, then
+``seq``; the store's ``session_timeline`` keyset). Live mode polls ``?live=1&cursor=C`` from
+the commit cursor taken with the first page: it gets exactly the events committed since,
+which the script places by ``(ts, seq)`` (docs/viewer.md, "Order").
 """
 
 from __future__ import annotations
 
+from functools import partial
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlencode
@@ -23,7 +25,13 @@ from telemetry_client.collector._auth import READ, Principal
 from telemetry_client.collector._errors import Rejected
 from telemetry_client.collector._http import cursor_param, json_response, read_scope, sha256_param
 from telemetry_client.collector._state import CollectorState
-from telemetry_client.collector.store.base import EventPage, EventQuery, ReadScope, SessionQuery
+from telemetry_client.collector.store.base import (
+    EventPage,
+    EventQuery,
+    ReadScope,
+    SessionQuery,
+    TimelinePage,
+)
 from telemetry_client.collector.viewer._access import CookieSigner, who
 from telemetry_client.collector.viewer._format import parse_ts
 from telemetry_client.collector.viewer._pages import UI, Renderer, security_headers
@@ -80,6 +88,13 @@ class _Viewer:
     async def event_page(self, session_id: str, scope: ReadScope, cursor: str | None) -> EventPage:
         query = EventQuery(session_id=session_id, limit=PAGE, cursor=cursor)
         page: EventPage = await self.state.store_call("events", self.store.events, query, scope)
+        return page
+
+    async def timeline(self, session_id: str, scope: ReadScope, after: str | None) -> TimelinePage:
+        call = partial(
+            self.store.session_timeline, session_id, after=after, limit=PAGE, scope=scope
+        )
+        page: TimelinePage = await self.state.store_call("timeline", call)
         return page
 
     async def summary(
@@ -208,7 +223,7 @@ def viewer_router(state: CollectorState) -> APIRouter:
         if isinstance(principal, Response):
             return principal
         scope = read_scope(principal)
-        page = await v.event_page(session_id, scope, None)
+        page = await v.timeline(session_id, scope, None)
         if not page.events:
             return v.renderer.message(
                 "No such session",
@@ -224,8 +239,9 @@ def viewer_router(state: CollectorState) -> APIRouter:
             tree=build(page.events),
             total=page.total,
             loaded=len(page.events),
-            cursor=page.next_cursor or page.last_cursor,
-            more=page.next_cursor is not None,
+            cursor=page.next_key,
+            live_cursor=page.live_cursor,
+            more=page.next_key is not None,
             **v.chrome(principal),
         )
 
@@ -241,13 +257,22 @@ def viewer_router(state: CollectorState) -> APIRouter:
         cursor = cursor_param(params)
         run = params.get("run", "")
         context = Context(int(run) if run.isdigit() else None, params.get("chunks") == "1")
-        page = await v.event_page(session_id, read_scope(principal), cursor)
+        scope = read_scope(principal)
+        if params.get("live") == "1":  # commit order from the cursor: what came since
+            live = await v.event_page(session_id, scope, cursor)
+            events, total, next_at = live.events, live.total, live.last_cursor
+            more = live.next_cursor is not None
+        else:  # stored order: the page after the key
+            after = cursor_param({"cursor": params.get("after", "")})
+            page = await v.timeline(session_id, scope, after)
+            events, total, next_at = page.events, page.total, page.next_key
+            more = page.next_key is not None
         payload = {
-            "html": v.renderer.fragment(page.events, context) if page.events else "",
-            "count": len(page.events),
-            "total": page.total,
-            "cursor": page.next_cursor or page.last_cursor,
-            "more": page.next_cursor is not None,
+            "html": v.renderer.fragment(events, context) if events else "",
+            "count": len(events),
+            "total": total,
+            "cursor": next_at,
+            "more": more,
         }
         return security_headers(json_response(payload))
 

@@ -270,6 +270,90 @@ def test_a_team_reader_sees_only_its_teams_events(store: Store) -> None:
     assert len(all_events(store)) == 4
 
 
+# -- a session's timeline ----------------------------------------------------------------
+
+
+def timeline(store: Store, session: str, limit: int, scope: ReadScope = ALL) -> list[str]:
+    """Every page of the session's timeline, checking each page's size and total."""
+    seen: list[str] = []
+    after: str | None = None
+    for _ in range(1000):
+        page = store.session_timeline(session, after=after, limit=limit, scope=scope)
+        assert len(page.events) <= limit
+        seen += ids(page.events)
+        if page.next_key is None:
+            return seen
+        assert len(page.events) == limit
+        after = page.next_key
+    raise AssertionError("the timeline never ended")
+
+
+def test_timeline_is_ts_then_seq_order_whatever_the_commit_order(store: Store) -> None:
+    """Batches committed out of ts order (a late upload of older events, equal ts broken by
+    seq, equal (ts, seq) by commit order) come back in (ts, seq) order, every page size."""
+    store.append([ev(i) for i in range(10, 20)], "now", NOTEAM)
+    store.append([ev(i) for i in range(10)][::-1], "late", NOTEAM)  # older, reversed
+    tied = [ev(30, at=T0 + 5 * S, seq=7), ev(31, at=T0 + 5 * S, seq=2)]
+    store.append(tied, "tied", NOTEAM)
+    store.append([ev(32, at=T0 + 5 * S, seq=7)], "tie-again", NOTEAM)
+    store.append([ev(40, session_id="other")], "other", NOTEAM)
+    want = [id_of(i) for i in range(5)] + [id_of(31), id_of(5), id_of(30), id_of(32)]
+    want += [id_of(i) for i in range(6, 20)]
+    for limit in (1, 3, 7, 100):
+        assert timeline(store, "session-1", limit) == want, limit
+    first = store.session_timeline("session-1", after=None, limit=3, scope=ALL)
+    assert first.total == len(want)
+    assert timeline(store, "nobody", 5) == []
+
+
+def test_timeline_paging_never_skips_or_repeats_while_batches_arrive(store: Store) -> None:
+    """Keys are positions, not offsets: events stored between pages land where they sort
+    (before the key: not on a later page; after it: once, in order)."""
+    store.append([ev(i) for i in range(0, 20, 2)], "even", NOTEAM)
+    seen: list[str] = []
+    after: str | None = None
+    late = iter([[ev(1)], [ev(19), ev(15)], [ev(3, at=T0 + 21 * S)]])
+    for _ in range(100):
+        page = store.session_timeline("session-1", after=after, limit=3, scope=ALL)
+        seen += ids(page.events)
+        batch = next(late, None)
+        if batch is not None:
+            store.append(batch, f"late-{batch[0].seq}", NOTEAM)
+        if page.next_key is None:
+            break
+        after = page.next_key
+    assert len(seen) == len(set(seen))
+    assert id_of(1) not in seen  # sorted before the first page's key
+    want = [id_of(i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 15, 16, 18, 19, 3)]
+    assert seen == want
+
+
+def test_timeline_live_cursor_resumes_the_commit_order(store: Store) -> None:
+    """The first page's live cursor: polling events from it gets exactly what came later."""
+    store.append([ev(i) for i in range(3)], "a", NOTEAM)
+    page = store.session_timeline("session-1", after=None, limit=1, scope=ALL)
+    assert page.live_cursor is not None
+    store.append([ev(10, at=T0 - 60 * S), ev(4, session_id="other")], "b", NOTEAM)
+    after = store.events(EventQuery(session_id="session-1", cursor=page.live_cursor), ALL)
+    assert ids(after.events) == [id_of(10)]
+    assert store.session_timeline("nobody", after=None, limit=1, scope=ALL).live_cursor is None
+
+
+def test_timeline_scope_and_bad_keys(store: Store) -> None:
+    """A team reader's timeline holds its team's events only; foreign keys are refused."""
+    store.append([ev(0), ev(2)], "r", RED)
+    store.append([ev(1)], "b", BLUE)
+    assert timeline(store, "session-1", 2, ReadScope("red")) == [id_of(0), id_of(2)]
+    assert timeline(store, "session-1", 2, ReadScope("blue")) == [id_of(1)]
+    assert timeline(store, "session-1", 2, ReadScope("green")) == []
+    assert timeline(store, "session-1", 2) == [id_of(0), id_of(1), id_of(2)]
+    red = store.session_timeline("session-1", after=None, limit=5, scope=ReadScope("red"))
+    assert red.total == 2
+    for bad in ["!!!", encode_cursor([1, 2]), encode_cursor(["x", 1, 2])]:
+        with pytest.raises(BadCursor):
+            store.session_timeline("session-1", after=bad, limit=5, scope=ALL)
+
+
 # -- sessions -----------------------------------------------------------------------------
 
 

@@ -306,3 +306,32 @@ def test_dark_mode_is_readable(browser: Any, collector: Any, seeded: Any) -> Non
     assert fg == "rgb(227, 232, 238)"
     screenshot(page, "viewer-timeline-dark.png")
     context.close()
+
+
+def test_timeline_is_in_ts_order_and_live_events_land_in_place(
+    signed_in: Any, collector: Any, poster: Poster
+) -> None:
+    """A batch of older events uploaded after newer ones shows in (ts, seq) order; live
+    events committed out of ts order land at their place among the rendered ones."""
+
+    def turn(n: int) -> dict[str, Any]:
+        return envelope("s-order", "chat_turn", {"user_prompt": f"t{n}"}, n)
+
+    newer = [turn(n) for n in range(40, 80, 2)]
+    older = [turn(n) for n in range(0, 40, 2)]
+    poster.events(newer)
+    poster.events(older[::-1])
+    context, guard = signed_in
+    page = guard.watch(context.new_page())
+    page.goto(collector.url + "/ui/sessions/s-order?poll=200")
+    assert ids_on(page) == [e["id"] for e in older + newer]
+    page.locator("#live-status").get_by_text("live").wait_for()
+    late = [turn(n) for n in (81, 41, 1)]
+    poster.events(late)
+    page.locator(f'[data-event-id="{late[-1]["id"]}"]').wait_for(state="attached")
+    page.locator(f'[data-event-id="{late[0]["id"]}"]').wait_for(state="attached")
+    everything = sorted(older + newer + late, key=lambda e: e["seq"])
+    assert ids_on(page) == [e["id"] for e in everything]
+    assert page.locator("#loaded").inner_text() == str(len(everything))
+    page.close()
+    assert guard.leaks == []

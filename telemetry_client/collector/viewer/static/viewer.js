@@ -18,17 +18,23 @@
     const total = document.getElementById("total");
     const params = new URLSearchParams(location.search);
     const pollMs = Math.max(200, Number(params.get("poll")) || 2000);
-    let cursor = tl.dataset.cursor || "";
+    let cursor = tl.dataset.cursor || ""; // the next page's key in (ts, seq) order
+    let liveCursor = tl.dataset.liveCursor || ""; // commit order: what came since the open
     let more = tl.dataset.more === "1";
     let busy = false;
     let timer = null;
     let failures = 0;
     const unseen = [];
 
-    function context() {
+    function context(live) {
       // What the last page left open: a run (its start) and a block of chunks.
       const q = new URLSearchParams({ session: tl.dataset.session });
-      if (cursor) q.set("cursor", cursor);
+      if (live) {
+        q.set("live", "1");
+        if (liveCursor) q.set("cursor", liveCursor);
+      } else if (cursor) {
+        q.set("after", cursor);
+      }
       let container = tl;
       const last = tl.lastElementChild;
       if (last && last.matches("section.run.open")) {
@@ -85,6 +91,58 @@
       return null;
     }
 
+    function keyOf(el) {
+      return [Number(el.dataset.ts) || 0, Number(el.dataset.seq) || 0];
+    }
+
+    function cmp(a, b) {
+      return a[0] - b[0] || a[1] - b[1];
+    }
+
+    function unitOf(el) {
+      // The element an event is shown as at the top of its container.
+      if (el.matches(".chunk")) return el.closest(".chunks") || el;
+      if (el.matches(".run-head")) return el.closest("section.run") || el;
+      return el;
+    }
+
+    function standalone(el) {
+      // A live event placed among rendered ones: shown on its own.
+      el.remove();
+      el.classList.remove("paired");
+      if (!el.matches(".chunk")) return el;
+      const block = document.createElement("div");
+      block.className = "chunks";
+      const pre = document.createElement("pre");
+      pre.className = "text";
+      pre.appendChild(el);
+      block.appendChild(pre);
+      return block;
+    }
+
+    function placeInOrder(content, fresh) {
+      // Live events at their (ts, seq) place among the rendered ones; those past the last
+      // rendered event stay in `content` (appended) or, while pages remain, wait for them.
+      const rendered = Array.from(tl.querySelectorAll("[data-event-id]:not(.paired)"));
+      let tail = null;
+      for (const el of rendered) if (!tail || cmp(keyOf(el), keyOf(tail)) >= 0) tail = el;
+      for (const el of Array.from(content.querySelectorAll("[data-event-id]"))) {
+        const k = keyOf(el);
+        if (tail && cmp(k, keyOf(tail)) <= 0) {
+          const ref = rendered.find((r) => cmp(keyOf(r), k) > 0);
+          const node = standalone(el);
+          if (ref) unitOf(ref).before(node);
+          else unitOf(tail).after(node);
+          fresh.push(el);
+        } else if (more) {
+          el.remove();
+        }
+      }
+      for (const block of Array.from(content.querySelectorAll(".chunks"))) {
+        if (!block.querySelector("[data-event-id]")) block.remove();
+      }
+    }
+
     function append(html, live) {
       const tpl = document.createElement("template");
       tpl.innerHTML = html; // server-rendered, escaped; inert until inserted (CSP applies)
@@ -92,10 +150,12 @@
         const id = el.dataset.eventId;
         if (tl.querySelector('[data-event-id="' + CSS.escape(id) + '"]')) el.remove();
       }
-      const fresh = Array.from(tpl.content.querySelectorAll("[data-event-id]"));
       // Keep what the reader looks at where it is, whatever changes around it.
       const anchor = firstVisible();
       const before = anchor ? anchor.getBoundingClientRect().top : 0;
+      const fresh = [];
+      if (live) placeInOrder(tpl.content, fresh);
+      fresh.push(...tpl.content.querySelectorAll("[data-event-id]"));
       merge(tl, Array.from(tpl.content.children));
       if (anchor) {
         const delta = anchor.getBoundingClientRect().top - before;
@@ -129,7 +189,7 @@
       busy = true;
       tl.setAttribute("aria-busy", "true");
       try {
-        const resp = await fetch(tl.dataset.api + "?" + context().toString(), {
+        const resp = await fetch(tl.dataset.api + "?" + context(live).toString(), {
           credentials: "same-origin",
           headers: { Accept: "application/json" },
         });
@@ -140,12 +200,16 @@
         if (!resp.ok) throw new Error("HTTP " + resp.status);
         const page = await resp.json();
         if (page.html) append(page.html, live);
-        cursor = page.cursor || cursor;
-        more = page.more;
+        if (live) {
+          liveCursor = page.cursor || liveCursor;
+        } else {
+          cursor = page.cursor || cursor;
+          more = page.more;
+        }
         total.textContent = String(page.total);
         moreButton.hidden = !more;
         failures = 0;
-        status.textContent = liveBox.checked && !more ? "live" : "";
+        status.textContent = liveBox.checked ? "live" : "";
       } catch (err) {
         failures += 1;
         status.textContent = "could not load events (" + err.message + "); retrying";
@@ -163,7 +227,7 @@
       }
       const wait = pollMs * Math.min(8, 2 ** failures);
       timer = setTimeout(async function () {
-        if (!more) await fetchPage(true);
+        await fetchPage(true);
         schedule();
       }, wait);
     }
@@ -186,7 +250,7 @@
       showMarker();
     });
     window.addEventListener("scroll", showMarker, { passive: true });
-    if (!more) status.textContent = liveBox.checked ? "live" : "";
+    status.textContent = liveBox.checked ? "live" : "";
     schedule();
   }
 
