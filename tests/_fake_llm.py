@@ -272,35 +272,47 @@ class _Server(uvicorn.Server):
 
 
 @contextlib.contextmanager
-def serve_app(app: Any) -> Iterator[FakeLLM]:
-    """Serve the ASGI ``app`` with uvicorn on 127.0.0.1 (a free port) until the block ends."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def serve_asgi(app: Any, name: str = "asgi", *, lifespan: str = "off") -> Iterator[int]:
+    """Serve the ASGI ``app`` with uvicorn on a free 127.0.0.1 port (yielded) in a thread
+    until the block ends.
+
+    The socket is made with ``IPPROTO_TCP`` so asyncio sets TCP_NODELAY on accepted
+    connections (with ``proto=0`` it does not, and each keep-alive response waits ~40 ms
+    for a delayed ACK).
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
-    port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,
         log_config=None,
         access_log=False,
-        lifespan="off",
+        lifespan=lifespan,  # type: ignore[arg-type]
+        server_header=False,
+        date_header=False,
         ws="none",
         timeout_graceful_shutdown=5,
     )
     started = threading.Event()
     server = _Server(config, started)
-    thread = threading.Thread(
-        target=server.run, kwargs={"sockets": [sock]}, name="fake-llm", daemon=True
-    )
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()
     try:
         if not started.wait(30):
-            raise RuntimeError("the server did not start within 30 s")
-        yield FakeLLM("127.0.0.1", port)
+            raise RuntimeError(f"{name} did not start within 30 s")
+        yield sock.getsockname()[1]
     finally:
         server.should_exit = True
         thread.join(30)
         sock.close()
+
+
+@contextlib.contextmanager
+def serve_app(app: Any) -> Iterator[FakeLLM]:
+    """Serve the ASGI ``app`` with uvicorn on 127.0.0.1 (a free port) until the block ends."""
+    with serve_asgi(app, "fake-llm") as port:
+        yield FakeLLM("127.0.0.1", port)
 
 
 @contextlib.contextmanager

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import uvicorn
+from _fake_llm import serve_asgi as _serve_asgi
 
 from telemetry_client import TelemetryClient
 from telemetry_client.proxy import ProxyApp, ProxyConfig
-from telemetry_client.proxy.server import bind
 
 
 @dataclass
@@ -32,49 +29,12 @@ class RunningProxy:
         return f"{self.origin}/v1"
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, started: threading.Event) -> None:
-        super().__init__(config)
-        self._started = started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self._started.set()
-
-
 @contextlib.contextmanager
 def serve_asgi(app: Any, name: str = "asgi") -> Iterator[int]:
-    """Serve ``app`` with uvicorn on a free 127.0.0.1 port (yielded) in a thread.
-
-    The socket is the proxy's own ``bind()`` (TCP_NODELAY on accepted connections: a
-    socket made with ``proto=0`` gets none, and each response then waits ~40 ms for a
-    delayed ACK).
-    """
-    sock = bind("127.0.0.1", 0)
-    started = threading.Event()
-    server = _Server(
-        uvicorn.Config(
-            app,
-            lifespan="on",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            date_header=False,
-            ws="none",
-            timeout_graceful_shutdown=5,
-        ),
-        started,
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
-    thread.start()
-    try:
-        assert started.wait(30), f"{name} did not start within 30 s"
-        yield sock.getsockname()[1]
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    """Serve ``app`` (lifespan on, as ``telemetry-client proxy`` does) on a free 127.0.0.1
+    port, yielded; the server itself is :func:`_fake_llm.serve_asgi`."""
+    with _serve_asgi(app, name, lifespan="on") as port:
+        yield port
 
 
 @contextlib.contextmanager

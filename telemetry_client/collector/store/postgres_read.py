@@ -31,6 +31,7 @@ from telemetry_client.collector.store.sql import (
     decode_cursor,
     encode_cursor,
     event_dict,
+    event_filters,
     session_dict,
     team_key,
 )
@@ -62,25 +63,7 @@ def _unstorable(*values: object) -> bool:
 
 def events_page(cur: Cursor[Any], query: EventQuery, scope: ReadScope) -> EventPage:
     """One page of matching events below the horizon; ``total`` counts every such match."""
-    where: list[str] = []
-    params: list[Any] = []
-    if scope.team is not None:
-        where.append("ingest_team = %s")
-        params.append(team_key(scope.team))
-    for column, value in (
-        ("user_id", query.user_id),
-        ("session_id", query.session_id),
-        ("type", query.type),
-    ):
-        if value is not None:
-            where.append(f"{column} = %s")
-            params.append(value)
-    if query.since_us is not None:
-        where.append("ts_us >= %s")
-        params.append(query.since_us)
-    if query.until_us is not None:
-        where.append("ts_us < %s")
-        params.append(query.until_us)
+    where, params = event_filters(query, scope, "%s")
     after: list[Any] | None = None
     if query.cursor is not None:
         after = decode_cursor(query.cursor, (int, int))

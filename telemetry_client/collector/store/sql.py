@@ -22,7 +22,7 @@ import orjson
 
 from telemetry_client.collector._decode import DecodedEvent, validate_envelope
 from telemetry_client.collector._errors import Rejected
-from telemetry_client.collector.store.base import BadCursor
+from telemetry_client.collector.store.base import BadCursor, EventQuery, ReadScope
 
 __all__ = [
     "SessionSums",
@@ -30,6 +30,7 @@ __all__ = [
     "decode_cursor",
     "encode_cursor",
     "event_dict",
+    "event_filters",
     "llm_tokens",
     "recount_sessions",
     "redact_url",
@@ -41,6 +42,34 @@ __all__ = [
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _MAX_CURSOR = 512  # characters: ours are a few dozen
+
+
+# -- filters ----------------------------------------------------------------------------
+
+
+def event_filters(query: EventQuery, scope: ReadScope, mark: str) -> tuple[list[str], list[Any]]:
+    """The WHERE terms and parameters of an events query (both backends; ``mark`` is the
+    driver's placeholder: ``?`` for sqlite3, ``%s`` for psycopg). ``until`` is exclusive."""
+    where: list[str] = []
+    params: list[Any] = []
+    if scope.team is not None:
+        where.append(f"ingest_team = {mark}")
+        params.append(team_key(scope.team))
+    for column, value in (
+        ("user_id", query.user_id),
+        ("session_id", query.session_id),
+        ("type", query.type),
+    ):
+        if value is not None:
+            where.append(f"{column} = {mark}")
+            params.append(value)
+    if query.since_us is not None:
+        where.append(f"ts_us >= {mark}")
+        params.append(query.since_us)
+    if query.until_us is not None:
+        where.append(f"ts_us < {mark}")
+        params.append(query.until_us)
+    return where, params
 
 
 # -- cursors ----------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from telemetry_client.collector.store.sql import (
     decode_cursor,
     encode_cursor,
     event_dict,
+    event_filters,
     session_dict,
     session_sums,
     team_key,
@@ -250,25 +251,7 @@ class SqliteStore:
 
     def events(self, query: EventQuery, scope: ReadScope) -> EventPage:
         """Matching events in commit order; ``total`` counts every match."""
-        where: list[str] = []
-        params: list[Any] = []
-        if scope.team is not None:
-            where.append("ingest_team = ?")
-            params.append(team_key(scope.team))
-        for column, value in (
-            ("user_id", query.user_id),
-            ("session_id", query.session_id),
-            ("type", query.type),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if query.since_us is not None:
-            where.append("ts_us >= ?")
-            params.append(query.since_us)
-        if query.until_us is not None:
-            where.append("ts_us < ?")
-            params.append(query.until_us)
+        where, params = event_filters(query, scope, "?")
         page_where, page_params, offset = list(where), list(params), max(0, query.offset)
         if query.cursor is not None:
             (after,) = decode_cursor(query.cursor, (int,))
