@@ -111,7 +111,7 @@ class TelemetrySettings(BaseSettings):
     spool_max_bytes: Annotated[int, sv.size(64 * KiB)] = 256 * MiB
     retention_days: Annotated[float, sv.number(zero_ok=False)] = 7.0
     batch_max_events: Annotated[int, sv.integer(1, 100_000)] = 1000
-    batch_max_bytes: Annotated[int, sv.size(KiB, 64 * MiB)] = MiB  # uncompressed JSONL
+    batch_max_bytes: Annotated[int, sv.size(KiB, 64 * MiB)] = 4 * MiB  # uncompressed JSONL
     linger_ms: Annotated[int, sv.duration(1, 1000, "ms")] = 250
     inline_max_bytes: Annotated[int, sv.size(256)] = 64 * KiB
     attachment_max_bytes: Annotated[int, sv.size(256)] = 32 * MiB
@@ -131,7 +131,7 @@ class TelemetrySettings(BaseSettings):
     retry_after_max: Annotated[float, sv.duration(0, 86400, "s")] = 600.0
     auth_pause: Annotated[float, sv.duration(0.001, 86400, "s")] = 300.0
     replay_rate: Annotated[float, sv.number(zero_ok=True)] = 10.0
-    buffer_max_events: Annotated[int, sv.integer(100, 10_000_000)] = 10_000
+    buffer_max_events: Annotated[int, sv.integer(100, 10_000_000)] = 4_000
     fsync: Annotated[Literal["batch", "off"], sv.choice("batch", "off")] = "batch"
     redact: Annotated[bool, BeforeValidator(sv.boolean)] = True
     redact_patterns: Annotated[list[str], NoDecode, BeforeValidator(sv.redact_patterns)] = Field(

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from _coercion import expected, texts
 from _coercion import json_values as _json_values
-from conftest import wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -31,7 +30,6 @@ from telemetry_client import (
     events,
     session_context,
 )
-from telemetry_client.batch.batcher import HANDOFF_CHUNK
 
 
 @pytest.fixture(autouse=True)
@@ -478,57 +476,6 @@ def test_emit_with_junk_never_raises_and_is_counted(
     assert stats["spooled"] == len(junk)
     for kind in ("non_mapping_data", "type_name", "non_finite", "object", "non_str_key", "big_int"):
         assert stats["coerced"].get(kind, 0) >= 1, kind
-
-
-# --- backpressure ---------------------------------------------------------------------------------
-
-
-def test_buffer_stays_bounded_while_the_writer_is_stalled(
-    client_factory: Callable[..., TelemetryClient], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With sealing stalled, a 5000-event burst keeps the buffer bounded and loses nothing."""
-    bound, total = 100, 5000
-    client = client_factory(buffer_max_events=bound, batch_max_events=50)
-    gate = threading.Event()
-    entered: set[int] = set()
-    original_seal = client.spool.seal
-
-    def stalled_seal(body: bytes, n_events: int, **kwargs: Any) -> Any:
-        entered.add(threading.get_ident())
-        assert gate.wait(30), "test never released the gate"
-        return original_seal(body, n_events, **kwargs)
-
-    monkeypatch.setattr(client.spool, "seal", stalled_seal)
-    max_seen = 0
-
-    def produce() -> None:
-        nonlocal max_seen
-        for i in range(total):
-            client.emit("burst", {"i": i})
-            max_seen = max(max_seen, len(client._batcher.buffer))
-
-    producer = threading.Thread(target=produce)
-    try:
-        producer.start()
-        # Either the producer finishes, or it ends up writing a batch itself (stalled too).
-        wait_until(
-            lambda: not producer.is_alive() or producer.ident in entered,
-            timeout=20,
-            what="producer done or stalled in seal",
-        )
-        assert max_seen <= bound + HANDOFF_CHUNK
-        assert client.stats()["dropped"] == 0
-    finally:
-        gate.set()
-    producer.join(30)
-    assert not producer.is_alive()
-    assert max_seen <= bound + HANDOFF_CHUNK
-    assert client.flush_sync(timeout=30).ok
-    spooled = read_spool(client.spool)
-    assert sorted(e["data"]["i"] for e in spooled) == list(range(total))
-    stats = client.stats()
-    assert stats["spooled"] == total
-    assert stats["dropped"] == 0
 
 
 # --- public API -----------------------------------------------------------------------------------

@@ -127,10 +127,10 @@ def test_defaults() -> None:
     assert s.user_id
     assert s.app == "default"
     assert s.spool_dir is None
-    assert (s.spool_max_bytes, s.batch_max_bytes) == (256 * 1024**2, 1024**2)
+    assert (s.spool_max_bytes, s.batch_max_bytes) == (256 * 1024**2, 4 * 1024**2)
     assert (s.inline_max_bytes, s.attachment_max_bytes) == (64 * 1024, 32 * 1024**2)
     assert (s.retention_days, s.batch_max_events, s.linger_ms) == (7, 1000, 250)
-    assert (s.upload_timeout, s.buffer_max_events, s.log_cooldown_s) == (10.0, 10_000, 60.0)
+    assert (s.upload_timeout, s.buffer_max_events, s.log_cooldown_s) == (10.0, 4_000, 60.0)
     assert (s.fsync, s.redact, s.redact_patterns, s.redact_keys) == ("batch", True, [], [])
 
 

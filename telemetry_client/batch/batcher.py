@@ -8,10 +8,13 @@ Data path::
              or is recorded as lost (reason "shutdown")                  (shutdown.py)
 
 ``put()`` appends to a deque: no lock, no I/O. Backpressure: at ``buffer_max`` records the
-emitting thread encodes one slice itself; with more than ``MAX_QUEUED_BATCHES`` batches
-waiting for the sealer it waits up to ``HANDOFF_WAIT_S`` for one, and past twice that many
-writes one itself. Nothing is dropped and memory stays bounded. Why two threads, the
-memory bound and measured figures: docs/batching.md.
+emitting thread encodes one slice itself; with more than ``PACE_AT_QUEUED`` batches waiting
+for the sealer it first waits up to ``HANDOFF_WAIT_S`` for one, and past ``QUEUE_MAX``
+it only waits: a burst is paced to the disk's speed, a little per call, and no ``emit()``
+ever compresses or writes a batch. Only a sealer stuck for seconds (a hung disk) lets the
+buffer reach ``OVERFLOW_FACTOR`` x ``buffer_max``; past that, new records are dropped and
+counted (reason ``disk_stalled``) so memory stays bounded. Why two threads, the bound and
+measured figures: docs/batching.md.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from telemetry_client._internal.log import RateLimitedLogger
-from telemetry_client.batch.sealer import Sealer
+from telemetry_client.batch.sealer import QUEUE_MAX, Sealer
 from telemetry_client.batch.shutdown import CloseOutcome, Shutdown
 from telemetry_client.batch.sink import BatchSink
 from telemetry_client.batch.state import FlushMarker, InFlight, Stopping
@@ -32,9 +35,10 @@ from telemetry_client.encode import Encoder, Record
 
 __all__ = ["Batcher"]
 
-HANDOFF_CHUNK = 64  # records an emitting thread encodes when the buffer is full
-HANDOFF_WAIT_S = 0.003  # longest wait of an emitter for the sealer to catch up
-MAX_QUEUED_BATCHES = 6  # cut batches waiting for the sealer before an emitter waits
+HANDOFF_CHUNK = 128  # records an emitting thread encodes when the buffer is full
+HANDOFF_WAIT_S = 0.002  # longest wait of an emitter for the sealer to catch up, per call
+PACE_AT_QUEUED = 3  # cut batches waiting for the sealer before an emitter waits
+OVERFLOW_FACTOR = 2  # buffered records past buffer_max x this: the sealer is stuck
 
 
 class Batcher:
@@ -188,22 +192,51 @@ class Batcher:
         if n == 1:
             self.wake.set()
         elif n >= self.buffer_max:
-            self.handoff()
+            self.handoff(record, n)
 
-    def handoff(self) -> None:
-        """Buffer full: do one bounded slice of the writer's work on the caller's thread."""
+    def handoff(self, record: Record | None = None, buffered: int = 0) -> None:
+        """Buffer full: one bounded slice of the writer's work, or a short wait, on the caller.
+
+        The slice is encoding ``HANDOFF_CHUNK`` records (~1 ms). When the sealer is behind,
+        the caller waits up to ``HANDOFF_WAIT_S`` for it instead: that wait, paid by every
+        call while the sealer stays behind, slows a burst to the disk's pace (never one call
+        paying for a whole batch write).
+        """
         with self._inflight.lock:
             self._inflight.counters.handoffs += 1
-        self._writer.encode_chunk(HANDOFF_CHUNK, handoff=True)
         sealer = self._sealer
-        if len(sealer.queue) > MAX_QUEUED_BATCHES:
-            # The sealer is behind: wait (briefly) for it to publish a batch, which slows a
-            # burst toward the disk's pace; write one here only far past the bound.
+        if len(sealer.queue) > PACE_AT_QUEUED:
+            # Waiting is this call's share: encoding more would only queue more lines.
             sealer.wake.set()
             sealer.wait_for_progress(HANDOFF_WAIT_S)
-            if len(sealer.queue) > 2 * MAX_QUEUED_BATCHES:
-                sealer.write_one()  # the hard memory bound, paid by the producer
+            if (
+                record is not None
+                and buffered >= OVERFLOW_FACTOR * self.buffer_max
+                and len(sealer.queue) > QUEUE_MAX
+            ):
+                self._overflow(record)
+        else:
+            self._writer.encode_chunk(HANDOFF_CHUNK, handoff=True)
         self.wake.set()
+
+    def _overflow(self, record: Record) -> None:
+        """The sealer made no room for seconds: drop ``record`` (just appended) and count it.
+
+        Counted in ``stats()["dropped"]`` at once and in the spool's loss ledger by the
+        sealer (reason ``disk_stalled``) once it writes again. Another thread may have
+        appended after it; then nothing is dropped this time.
+        """
+        buf = self.buffer
+        if not buf or buf[-1] is not record:
+            return
+        buf.pop()
+        self._sealer.count_stalled(record[2])
+        self._log.warning(
+            "spool-stalled",
+            "telemetry spool %s: writes stalled and %d events buffered; dropping new events",
+            self._spool.root,
+            len(buf),
+        )
 
     def flush(self, timeout: float) -> bool:
         """Everything appended so far is on disk (or given up as lost); False on timeout."""

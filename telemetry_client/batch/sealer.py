@@ -22,13 +22,22 @@ from telemetry_client._internal.log import RateLimitedLogger
 from telemetry_client.batch.sink import BatchSink
 from telemetry_client.batch.state import Cut, InFlight, Stopping
 
-__all__ = ["MAX_FAILED_BATCHES", "RETRY_FAILED_AFTER_S", "WRITER_ASSIST_AT", "Sealer"]
+__all__ = [
+    "LOSS_ON_STALL",
+    "MAX_FAILED_BATCHES",
+    "QUEUE_MAX",
+    "RETRY_FAILED_AFTER_S",
+    "WRITER_ASSIST_AT",
+    "Sealer",
+]
 
 MAX_FAILED_BATCHES = 4  # failed batches kept in memory for a retry
 RETRY_FAILED_AFTER_S = 1.0
-WRITER_ASSIST_AT = 4  # queued batches the writer leaves to the sealer when it helps compress
+WRITER_ASSIST_AT = 2  # queued batches the writer leaves to the sealer when it helps compress
+QUEUE_MAX = 6  # cut batches waiting for the sealer past which nobody encodes more
 ZSTD_LEVEL = 3
 LOSS_ON_DISK_ERROR = "disk_error"
+LOSS_ON_STALL = "disk_stalled"  # dropped by an emitter while the sealer made no room
 
 
 class Sealer:
@@ -56,6 +65,7 @@ class Sealer:
         self.on_failure_after_close: Callable[[], object] | None = None
         self._sealed = threading.Condition()  # notified when a batch left the queue
         self._cctx: zstandard.ZstdCompressor | None = None  # the sealer thread's own
+        self._stalled = [0, 0, 0]  # dropped while stalled, not in the ledger yet: n, first, last
 
     def run(self) -> None:
         """The sealer thread's loop, until ``close()`` begins."""
@@ -73,6 +83,8 @@ class Sealer:
         """Write the oldest queued batch, else retry one failed write when due; True if done."""
         if self.queue:
             self.write_one()
+            if self._stalled[0]:
+                self.record_stalled()
             return True
         if self.failed and (
             final or time.monotonic() - self.failed[0].failed_at >= RETRY_FAILED_AFTER_S
@@ -88,6 +100,25 @@ class Sealer:
         except IndexError:
             return
         self.write_cut(cut)
+
+    def count_stalled(self, ts_ns: int) -> None:
+        """An emitter dropped one event (ts ``ts_ns``) because this thread made no room."""
+        with self._inflight.lock:
+            self._inflight.counters.dropped_events += 1
+            stalled = self._stalled
+            if not stalled[0]:
+                stalled[1] = ts_ns
+            stalled[0] += 1
+            stalled[2] = max(stalled[2], ts_ns)
+
+    def record_stalled(self) -> None:
+        """Put the drops counted by :meth:`count_stalled` in the spool's loss ledger."""
+        with self._inflight.lock:
+            n, first, last = self._stalled
+            self._stalled = [0, 0, 0]
+        if n:
+            with contextlib.suppress(OSError):  # the disk failing again: stats() has them
+                self._sink.record_loss(LOSS_ON_STALL, n, 0, first, last)
 
     def wait_for_progress(self, timeout: float) -> None:
         """Block until a batch leaves the queue (or ``timeout``)."""

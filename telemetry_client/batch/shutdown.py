@@ -71,6 +71,7 @@ class Shutdown:
             self.written = self._drain(self._stopping.deadline)
         except Exception as exc:  # pragma: no cover - defensive: what is left gets counted
             self._log.error("close-drain", "telemetry writer: unexpected error at close: %r", exc)
+        self._sealer.record_stalled()  # drops counted while the disk stalled, if any
         self.thread_ended()
 
     def thread_ended(self) -> None:

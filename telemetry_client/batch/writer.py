@@ -16,13 +16,15 @@ from collections import deque
 from collections.abc import Callable
 
 from telemetry_client._internal.log import RateLimitedLogger
-from telemetry_client.batch.sealer import WRITER_ASSIST_AT, Sealer
+from telemetry_client.batch.sealer import QUEUE_MAX, WRITER_ASSIST_AT, Sealer
 from telemetry_client.batch.state import FlushMarker, InFlight, Stopping
 from telemetry_client.encode import Encoder, Record
 
 __all__ = ["WRITER_CHUNK", "Writer"]
 
 WRITER_CHUNK = 32  # ~1 ms of encoding: bounds how long an emitter can wait on the lock
+HANDOFF_LOCK_WAIT_S = 0.001  # longest wait of an emitter for the writer's lock
+STALL_WAIT_S = 0.05  # the writer's wait for the sealer while QUEUE_MAX batches are queued
 
 
 class Writer:
@@ -113,6 +115,11 @@ class Writer:
             and self._sealer.precompress_newest()
         ):
             return True
+        if not write and len(self._sealq) > QUEUE_MAX:
+            # The sealer is far behind (or stuck): stop turning records into lines, so the
+            # bound holds; emitters wait meanwhile (Batcher.handoff).
+            self._sealer.wait_for_progress(STALL_WAIT_S)
+            return not self._stopping.closing and bool(self.buffer)
         if self.buffer:
             self.encode_chunk(WRITER_CHUNK)
             # Hand the GIL to an emitting thread between chunks: without this an emitter waits
@@ -128,43 +135,55 @@ class Writer:
         return progressed
 
     def encode_chunk(self, limit: int, *, handoff: bool = False) -> None:
-        """Encode up to ``limit`` records; ``handoff``: on an emitting thread (no attachments)."""
-        with self.lock:
-            if self._encoder is None:
-                self._encoder = self._encoder_factory()
-            buf = self.buffer
-            if handoff:
-                if buf and buf[0] is self._deferred:
-                    return  # the writer will take it (and does the attachment work)
-                encode: Callable[[Record], bytes | None] = self._encoder.encode_inline_only
-            else:
-                self._deferred = None  # the head record, if deferred, is ours now
-                encode = self._encoder.encode
-            lines = self.lines
-            for _ in range(limit):
-                try:
-                    rec = buf.popleft()
-                except IndexError:
-                    break
-                if type(rec) is FlushMarker:
-                    self.cut_locked()
-                    self._inflight.attach_marker(rec)
-                    continue
-                line = encode(rec)  # type: ignore[arg-type]
-                if line is None:  # needs attachment work: the writer's job
-                    buf.appendleft(rec)
-                    self._deferred = rec  # type: ignore[assignment]
-                    self.wake.set()
-                    break
-                if not lines:
-                    self._first_mono = time.monotonic()
-                    self._first_ns = rec[2]  # type: ignore[index]
-                self._last_ns = rec[2]  # type: ignore[index]
-                lines.append(line)
-                self._nbytes += len(line) + 1
-                if len(lines) >= self._max_events or self._nbytes >= self._max_bytes:
-                    self.cut_locked()
-                    lines = self.lines
+        """Encode up to ``limit`` records; ``handoff``: on an emitting thread (no attachments).
+
+        A hand-off waits at most ``HANDOFF_LOCK_WAIT_S`` for the lock: if the writer holds
+        it longer, the writer is doing the same work and the wait alone paced the caller.
+        """
+        lock = self.lock
+        if not lock.acquire(timeout=HANDOFF_LOCK_WAIT_S if handoff else -1):
+            return
+        try:
+            self._encode_chunk_locked(limit, handoff)
+        finally:
+            lock.release()
+
+    def _encode_chunk_locked(self, limit: int, handoff: bool) -> None:
+        if self._encoder is None:
+            self._encoder = self._encoder_factory()
+        buf = self.buffer
+        if handoff:
+            if buf and buf[0] is self._deferred:
+                return  # the writer will take it (and does the attachment work)
+            encode: Callable[[Record], bytes | None] = self._encoder.encode_inline_only
+        else:
+            self._deferred = None  # the head record, if deferred, is ours now
+            encode = self._encoder.encode
+        lines = self.lines
+        for _ in range(limit):
+            try:
+                rec = buf.popleft()
+            except IndexError:
+                break
+            if type(rec) is FlushMarker:
+                self.cut_locked()
+                self._inflight.attach_marker(rec)
+                continue
+            line = encode(rec)  # type: ignore[arg-type]
+            if line is None:  # needs attachment work: the writer's job
+                buf.appendleft(rec)
+                self._deferred = rec  # type: ignore[assignment]
+                self.wake.set()
+                break
+            if not lines:
+                self._first_mono = time.monotonic()
+                self._first_ns = rec[2]  # type: ignore[index]
+            self._last_ns = rec[2]  # type: ignore[index]
+            lines.append(line)
+            self._nbytes += len(line) + 1
+            if len(lines) >= self._max_events or self._nbytes >= self._max_bytes:
+                self.cut_locked()
+                lines = self.lines
 
     def cut_locked(self) -> None:
         """Move the current batch to the seal queue. Caller holds :attr:`lock`."""

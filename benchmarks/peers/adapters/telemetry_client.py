@@ -8,6 +8,8 @@ bounded flush that returns once the collector acknowledged every batch.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import tempfile
 import time
@@ -30,6 +32,8 @@ class TelemetryClientAdapter:
             spool_dir=self.root / "spool",
             endpoint=f"{endpoint_base}/api/v1/events",
             token=TOKEN,
+            # Experiments only (the published runs use the defaults): settings by JSON.
+            **json.loads(os.environ.get("TC_BENCH_SETTINGS", "{}")),
         )
         self.client = TelemetryClient(settings)
         if not self.client.enabled:
