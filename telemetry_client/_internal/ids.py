@@ -32,20 +32,26 @@ def _uuid7_int(ts_ns: int, rand62: int) -> int:
     return (ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | sub_ms << 64 | _VARIANT | rand62
 
 
-def event_id(ts_ns: int) -> str:
-    """A UUIDv7 string for an event emitted at ``ts_ns`` (nanoseconds since the epoch).
+EVENT_ID_FORMAT = "%08x-%04x-%04x-%04x-%012x"  # the five fields of event_id_fields
 
-    Formatted in one ``%`` operation (hot path: once per event on the writer thread).
-    """
+
+def event_id_fields(ts_ns: int) -> tuple[int, int, int, int, int]:
+    """The five dash-separated fields of a UUIDv7 for ``ts_ns``, for ``EVENT_ID_FORMAT``
+    (the envelope formats them straight into its line: hot path, once per event)."""
     ms, rem_ns = divmod(ts_ns, 1_000_000)
     rand = _rng.getrandbits(62)
-    return "%08x-%04x-%04x-%04x-%012x" % (  # noqa: UP031 - measurably faster than f-strings here
+    return (
         (ms >> 16) & 0xFFFF_FFFF,
         ms & 0xFFFF,
         0x7000 | (rem_ns * 4096) // 1_000_000,
         0x8000 | rand >> 48,
         rand & 0xFFFF_FFFF_FFFF,
     )
+
+
+def event_id(ts_ns: int) -> str:
+    """A UUIDv7 string for an event emitted at ``ts_ns`` (nanoseconds since the epoch)."""
+    return EVENT_ID_FORMAT % event_id_fields(ts_ns)
 
 
 def batch_id(ts_ns: int | None = None) -> str:

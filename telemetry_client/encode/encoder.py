@@ -102,7 +102,7 @@ class Encoder:
         attachments = self._attachments
         if not attachments.enabled:
             return self.encode(rec)
-        coerced, redacted = self.coerced.copy(), self.redacted
+        coerced, redacted = dict(self.coerced), self.redacted  # dict(): ~5x a Counter copy
         attachments.defer = True
         try:
             return self.encode(rec)

@@ -28,20 +28,32 @@ _NON_WORD_RE = re.compile(r"[^a-z0-9_]+")
 _MAX_KNOWN_TYPES = 4096
 _MAX_MIDDLES = 1024
 
-# (second, prefix), replaced as one object: encoders of several clients run on several threads,
-# and a two-slot list could pair one thread's second with another thread's prefix.
-_ts_cache: tuple[int, str] = (-1, "")
+# (second, prefix as text, prefix as bytes), replaced as one object: encoders of several
+# clients run on several threads, and a list could pair one thread's second with another's prefix.
+_ts_cache: tuple[int, str, bytes] = (-1, "", b"")
+
+# One bytes format per line (hot path): the id's five fields, type, the per-second timestamp
+# prefix and microseconds, the cached ids part, seq, then data.
+_LINE = (
+    b'{"id":"'
+    + _ids.EVENT_ID_FORMAT.encode()
+    + b'","type":"%b","ts":"%b.%06dZ",%b,"seq":%d,"data":%b}'
+)
+
+
+def _ts_prefix(sec: int) -> tuple[int, str, bytes]:
+    global _ts_cache  # noqa: PLW0603 - a one-entry cache swapped atomically
+    cached = _ts_cache
+    if cached[0] != sec:
+        text = dt.datetime.fromtimestamp(sec, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+        cached = _ts_cache = (sec, text, text.encode())
+    return cached
 
 
 def format_ts(ts_ns: int) -> str:
     """RFC 3339 UTC with microseconds; the per-second prefix is cached."""
-    global _ts_cache  # noqa: PLW0603 - a one-entry cache swapped atomically
     sec, rem = divmod(ts_ns, 1_000_000_000)
-    cached_sec, prefix = _ts_cache
-    if cached_sec != sec:
-        prefix = dt.datetime.fromtimestamp(sec, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-        _ts_cache = (sec, prefix)
-    return f"{prefix}.{rem // 1000:06d}Z"
+    return f"{_ts_prefix(sec)[1]}.{rem // 1000:06d}Z"
 
 
 class Envelope:
@@ -102,10 +114,14 @@ class Envelope:
             if len(self._middle) >= _MAX_MIDDLES:
                 self._middle.clear()
             self._middle[key] = middle
-        return b'{"id":"%b","type":"%b","ts":"%b",%b,"seq":%d,"data":%b}' % (
-            _ids.event_id(ts_ns).encode(),
+        sec, rem = divmod(ts_ns, 1_000_000_000)
+        cached = _ts_cache  # one read: another thread may swap it
+        prefix = cached[2] if cached[0] == sec else _ts_prefix(sec)[2]
+        return _LINE % (
+            *_ids.event_id_fields(ts_ns),
             etype.encode(),
-            format_ts(ts_ns).encode(),
+            prefix,
+            rem // 1000,
             middle,
             seq,
             body,
