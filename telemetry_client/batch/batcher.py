@@ -216,6 +216,7 @@ class Batcher:
             ):
                 self._overflow(record)
         else:
+            self._writer.handoff_at = time.monotonic()
             self._writer.encode_chunk(HANDOFF_CHUNK, handoff=True)
         self.wake.set()
 

@@ -24,6 +24,7 @@ __all__ = ["WRITER_CHUNK", "Writer"]
 
 WRITER_CHUNK = 32  # ~1 ms of encoding: bounds how long an emitter can wait on the lock
 HANDOFF_LOCK_WAIT_S = 0.001  # longest wait of an emitter for the writer's lock
+YIELD_S = 0.002  # the writer's pause after an emitter's hand-off
 STALL_WAIT_S = 0.05  # the writer's wait for the sealer while QUEUE_MAX batches are queued
 
 
@@ -54,6 +55,7 @@ class Writer:
         self._last_ns = 0
         self._first_mono = 0.0
         self._deferred: Record | None = None  # left at the buffer's head for the writer
+        self.handoff_at = 0.0  # monotonic time of the last hand-off (set by the batcher)
         self._encoder: Encoder | None = None
         self._encoder_factory = encoder_factory
         self._att_seen = 0  # the encoder's attachment count at the last cut
@@ -120,6 +122,11 @@ class Writer:
             # bound holds; emitters wait meanwhile (Batcher.handoff).
             self._sealer.wait_for_progress(STALL_WAIT_S)
             return not self._stopping.closing and bool(self.buffer)
+        if not write and self.buffer and time.monotonic() - self.handoff_at < YIELD_S:
+            # An emitter is encoding hand-offs: a second encoder would only take the GIL
+            # from it (and make its emit() wait); the writer's turn comes when it stops.
+            time.sleep(YIELD_S)
+            return True
         if self.buffer:
             self.encode_chunk(WRITER_CHUNK)
             # Hand the GIL to an emitting thread between chunks: without this an emitter waits
