@@ -16,8 +16,10 @@ the hash and, for text, a ``head``/``tail`` excerpt instead.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,6 +33,7 @@ __all__ = [
     "BlobName",
     "BlobRef",
     "attachment_refs",
+    "blob_bytes_in",
     "decompress_frame",
     "is_sha256",
 ]
@@ -61,6 +64,16 @@ class BlobName:
     @property
     def filename(self) -> str:
         return f"{self.sha256}.{self.raw_size}.{self.stored_size}.zst"
+
+
+def blob_bytes_in(folder: Path) -> int:
+    """The stored bytes of the blob files in ``folder``, from their names alone."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    match = _BLOB_RE.fullmatch
+    return sum(int(m.group(3)) for n in names if (m := match(n)) is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from telemetry_client.spool.blobs import BlobName
-from telemetry_client.spool.layout import BatchName, SpoolDir, remove_unclaimed
+from telemetry_client.spool.blobs import BlobName, blob_bytes_in
+from telemetry_client.spool.layout import BatchName, SpoolDir, batch_bytes_in, remove_unclaimed
 from telemetry_client.spool.ledger import DropCounts, load_counts, save_counts
 
 __all__ = ["Cap"]
@@ -34,27 +34,39 @@ class Cap:
         (attachments, quarantine), and the total bytes used (with state/)."""
         d = self._dir
         items: list[tuple[Path, BatchName]] = []
-        other = 0
         for folder in (d.quarantine, d.dead):
             items.extend(d.batches_in(folder))
         for day in d.days():
             items.extend(d.batches_in(d.batches / day))
         blobs = d.blobs_in(d.attachments) + d.blobs_in(d.quarantine)
-        # Small files outside the data folders count too: loss counters and upload state
-        # (state/), the cross-process LLM usage store (usage/, see telemetry_client.usage) and
-        # the change journal (changes/, see telemetry_client.changes).
+        other = self._small_files()
+        items.sort(key=lambda it: it[1].batch_id)
+        used = other + sum(n.n_bytes for _, n in items) + sum(b.stored_size for _, b in blobs)
+        return items, blobs, used
+
+    def _small_files(self) -> int:
+        """Small files outside the data folders count too: loss counters and upload state
+        (state/), the cross-process LLM usage store (usage/, see telemetry_client.usage) and
+        the change journal (changes/, see telemetry_client.changes)."""
+        d = self._dir
+        other = 0
         for small in (d.state, d.root / "usage", d.root / "changes"):
             with contextlib.suppress(OSError):  # absent, or not a directory: nothing to count
                 for entry in os.scandir(small):
                     with contextlib.suppress(OSError):
                         other += entry.stat(follow_symlinks=False).st_size
-        items.sort(key=lambda it: it[1].batch_id)
-        used = other + sum(n.n_bytes for _, n in items) + sum(b.stored_size for _, b in blobs)
-        return items, blobs, used
+        return other
 
     def usage(self) -> int:
-        """Bytes used by the spool as the cap counts them."""
-        return self.listing()[2]
+        """Bytes used by the spool as the cap counts them (:meth:`listing`'s total, from the
+        file names alone: what every seal pays when no eviction is needed)."""
+        d = self._dir
+        used = self._small_files()
+        for folder in (d.quarantine, d.dead):
+            used += batch_bytes_in(folder)
+        for day in d.days():
+            used += batch_bytes_in(d.batches / day)
+        return used + blob_bytes_in(d.attachments) + blob_bytes_in(d.quarantine)
 
     def make_room(self, incoming: int, counts: DropCounts | None = None) -> tuple[int, int]:
         """Evict oldest data until ``incoming`` more bytes fit; returns (events, bytes) evicted.
@@ -63,7 +75,7 @@ class Cap:
         evictions) after room was made for their own growth. Caller holds the global lock.
         """
         d = self._dir
-        items, blobs, used = self.listing()
+        used = self.usage()
         try:
             state_size = d.dropped_path.stat().st_size
         except FileNotFoundError:
@@ -74,6 +86,7 @@ class Cap:
             if counts is not None:
                 save_counts(d, counts)
             return 0, 0
+        items, blobs, used = self.listing()  # eviction: the oldest first, by name
         dirty = counts is not None
         counts = load_counts(d.dropped_path) if counts is None else counts
         events = nbytes = 0

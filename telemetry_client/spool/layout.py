@@ -23,7 +23,7 @@ from telemetry_client._internal import fs as _fs
 from telemetry_client._internal import ids as _ids
 from telemetry_client.spool.blobs import BlobName
 
-__all__ = ["BatchName", "SpoolDir", "day_of"]
+__all__ = ["BatchName", "SpoolDir", "batch_bytes_in", "day_of"]
 
 _BATCH_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.(\d+)\.jsonl\.zst$")
 TMP_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.tmp$")  # a batch being written
@@ -144,6 +144,17 @@ class SpoolDir:
             os.rename(src, dst)
             if self.fsync:
                 _fs.fsync_dir(dst.parent)
+
+
+def batch_bytes_in(folder: Path) -> int:
+    """The bytes of the batch files in ``folder``, from their names alone (the cap's fast
+    path: no ``Path`` or :class:`BatchName` per file)."""
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return 0
+    match = _BATCH_RE.match
+    return sum(int(m.group(3)) for n in names if (m := match(n)) is not None)
 
 
 def list_parsed(folder: Path, parse: Callable[[str], _N | None]) -> list[tuple[Path, _N]]:

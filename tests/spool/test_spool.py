@@ -1148,3 +1148,25 @@ def test_concurrent_claimers_ack_every_batch_exactly_once(spool: Spool) -> None:
     assert set(claimed) == sealed
     assert spool.pending().batches == 0
     assert spool.check() == []
+
+
+def test_cap_usage_from_names_equals_the_listing_total(tmp_path: Path) -> None:
+    """The cap's fast count (names only, every seal) is the full listing's total, with
+    batches in days, dead letters, quarantine, blobs, state/ and usage/ files all present."""
+    spool = Spool(tmp_path / "spool", max_bytes=64 * 2**20, fsync=False)
+    spool.open()
+    now = time.time_ns()
+    for k in range(6):
+        body = noisy_body(3, f"u{k}")
+        assert spool.seal(body, 3, batch_id=ids.batch_id(now - k * 86_400 * S)).name
+    spool.dead_letter(spool.claim())  # type: ignore[arg-type]
+    spool.quarantine(spool.claim())  # type: ignore[arg-type]
+    spool.put_blob(os.urandom(200_000), "application/octet-stream")
+    spool.record_loss("disk_error", 5, 100, now, now)  # state/dropped.json
+    usage_dir = spool.root / "usage"
+    usage_dir.mkdir(exist_ok=True)
+    (usage_dir / "x.json").write_bytes(b"0" * 1234)
+    cap = spool._cap  # the same Cap the seals use
+    total = cap.listing()[2]
+    assert total > 6 * 100
+    assert cap.usage() == total == spool.usage()
