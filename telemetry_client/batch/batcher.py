@@ -119,6 +119,7 @@ class Batcher:
         )
         self._thread = writer
         self._sealer.thread = sealer
+        self._sealer.writer_thread = writer
         writer.start()
         sealer.start()
 

@@ -24,6 +24,7 @@ __all__ = ["WRITER_CHUNK", "Writer"]
 
 WRITER_CHUNK = 32  # ~1 ms of encoding: bounds how long an emitter can wait on the lock
 HANDOFF_LOCK_WAIT_S = 0.001  # longest wait of an emitter for the writer's lock
+HANDOFF_BUDGET_S = 0.0015  # an emitter's encoding stops after this long (checked every 16)
 YIELD_S = 0.002  # the writer's pause after an emitter's hand-off
 STALL_WAIT_S = 0.05  # the writer's wait for the sealer while QUEUE_MAX batches are queued
 
@@ -125,7 +126,10 @@ class Writer:
         if not write and self.buffer and time.monotonic() - self.handoff_at < YIELD_S:
             # An emitter is encoding hand-offs: a second encoder would only take the GIL
             # from it (and make its emit() wait); the writer's turn comes when it stops.
-            time.sleep(YIELD_S)
+            # Meanwhile it compresses queued batches (zstd runs without the GIL), which
+            # also shrinks them to a quarter while they wait for the sealer.
+            if not (len(self._sealq) > WRITER_ASSIST_AT and self._sealer.precompress_newest()):
+                time.sleep(YIELD_S)
             return True
         if self.buffer:
             self.encode_chunk(WRITER_CHUNK)
@@ -167,7 +171,12 @@ class Writer:
             self._deferred = None  # the head record, if deferred, is ours now
             encode = self._encoder.encode
         lines = self.lines
-        for _ in range(limit):
+        # A hand-off stops at its time budget too: on a busy machine 128 records can take
+        # several times their usual ~1.3 ms, and that one emit() would pay for all of it.
+        deadline = time.perf_counter() + HANDOFF_BUDGET_S if handoff else float("inf")
+        for i in range(limit):
+            if i & 15 == 15 and time.perf_counter() > deadline:
+                break
             try:
                 rec = buf.popleft()
             except IndexError:
