@@ -9,12 +9,12 @@ Data path::
 
 ``put()`` appends to a deque: no lock, no I/O. Backpressure: at ``buffer_max`` records the
 emitting thread encodes one slice itself; with more than ``PACE_AT_QUEUED`` batches waiting
-for the sealer it first waits up to ``HANDOFF_WAIT_S`` for one, and past ``QUEUE_MAX``
-it only waits: a burst is paced to the disk's speed, a little per call, and no ``emit()``
-ever compresses or writes a batch. Only a sealer stuck for seconds (a hung disk) lets the
-buffer reach ``OVERFLOW_FACTOR`` x ``buffer_max``; past that, new records are dropped and
-counted (reason ``disk_stalled``) so memory stays bounded. Why two threads, the bound and
-measured figures: docs/batching.md.
+for the sealer it waits instead (up to ``HANDOFF_WAIT_S``, until the compressors took a
+slice's worth), and that wait pays for the next calls. One call in ~128 pays 1-3 ms; no
+``emit()`` ever compresses or writes a batch. Past ``OVERFLOW_FACTOR`` x ``buffer_max``
+every call waits; only when no batch was written for ``STUCK_S`` (a hung disk) are new
+records dropped and counted (reason ``disk_stalled``), so memory stays bounded. Why two
+threads, the bound and measured figures: docs/batching.md.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from telemetry_client._internal.log import RateLimitedLogger
-from telemetry_client.batch.sealer import QUEUE_MAX, Sealer
+from telemetry_client.batch.sealer import Sealer
 from telemetry_client.batch.shutdown import CloseOutcome, Shutdown
 from telemetry_client.batch.sink import BatchSink
 from telemetry_client.batch.state import FlushMarker, InFlight, Stopping
@@ -36,9 +36,11 @@ from telemetry_client.encode import Encoder, Record
 __all__ = ["Batcher"]
 
 HANDOFF_CHUNK = 128  # records an emitting thread encodes when the buffer is full
-HANDOFF_WAIT_S = 0.002  # longest wait of an emitter for the sealer to catch up, per call
+HANDOFF_WAIT_S = 0.003  # longest wait of an emitter for the compressors to catch up
+MIN_CREDIT = 8  # calls a wait that saw no progress pays for (a stuck disk: ~3k calls/s)
 PACE_AT_QUEUED = 3  # cut batches waiting for the sealer before an emitter waits
-OVERFLOW_FACTOR = 2  # buffered records past buffer_max x this: the sealer is stuck
+OVERFLOW_FACTOR = 2  # buffered records past buffer_max x this: every emit waits
+STUCK_S = 1.0  # ... and past it, with no batch written for this long, new records are dropped
 
 
 class Batcher:
@@ -65,6 +67,7 @@ class Batcher:
         self.buffer_max = buffer_max
         self._log = log
         self.buffer: deque[Record | FlushMarker] = deque()
+        self._credit = 0  # calls past buffer_max that a hand-off wait already paid for
         self._init_sync()
 
     def _init_sync(self) -> None:
@@ -193,15 +196,20 @@ class Batcher:
         if n == 1:
             self.wake.set()
         elif n >= self.buffer_max:
-            self.handoff(record, n)
+            if self._credit > 0 and n < OVERFLOW_FACTOR * self.buffer_max:
+                self._credit -= 1  # paid for by the last wait (approximate across threads)
+            else:
+                self.handoff(record, n)
 
     def handoff(self, record: Record | None = None, buffered: int = 0) -> None:
         """Buffer full: one bounded slice of the writer's work, or a short wait, on the caller.
 
-        The slice is encoding ``HANDOFF_CHUNK`` records (~1 ms). When the sealer is behind,
-        the caller waits up to ``HANDOFF_WAIT_S`` for it instead: that wait, paid by every
-        call while the sealer stays behind, slows a burst to the disk's pace (never one call
-        paying for a whole batch write).
+        The slice is encoding ``HANDOFF_CHUNK`` records (~1 ms), after which the next calls
+        are free until the buffer is full again. When the sealer is behind, encoding more
+        would only queue more lines: the caller waits instead, up to ``HANDOFF_WAIT_S``,
+        until the compressors took ``HANDOFF_CHUNK`` more lines, and the lines they took
+        pay for as many of the next calls. So one call in ~128 pays 1-3 ms and a burst runs
+        at the disk's pace; no call pays for a whole batch write.
         """
         with self._inflight.lock:
             self._inflight.counters.handoffs += 1
@@ -209,13 +217,20 @@ class Batcher:
         if len(sealer.queue) > PACE_AT_QUEUED:
             # Waiting is this call's share: encoding more would only queue more lines.
             sealer.wake.set()
-            sealer.wait_for_progress(HANDOFF_WAIT_S)
-            if (
-                record is not None
-                and buffered >= OVERFLOW_FACTOR * self.buffer_max
-                and len(sealer.queue) > QUEUE_MAX
-            ):
-                self._overflow(record)
+            start = sealer.compressed
+            deadline = time.monotonic() + HANDOFF_WAIT_S
+            while sealer.compressed - start < HANDOFF_CHUNK:
+                left = deadline - time.monotonic()
+                if left <= 0 or not sealer.wait_for_progress(left):
+                    break
+            taken = sealer.compressed - start
+            self._credit = max(MIN_CREDIT, min(taken, 2 * HANDOFF_CHUNK))
+            if buffered >= OVERFLOW_FACTOR * self.buffer_max:
+                # Far past the bound: a slow disk makes every call wait (no credit); only
+                # a sealer that wrote nothing for STUCK_S (a hung disk) makes it drop.
+                self._credit = 0
+                if record is not None and time.monotonic() - sealer.last_write > STUCK_S:
+                    self._overflow(record)
         else:
             self._writer.handoff_at = time.monotonic()
             self._writer.encode_chunk(HANDOFF_CHUNK, handoff=True)

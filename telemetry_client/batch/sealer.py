@@ -64,7 +64,9 @@ class Sealer:
         self.thread: threading.Thread | None = None
         self.opened = False
         self.on_failure_after_close: Callable[[], object] | None = None
-        self._sealed = threading.Condition()  # notified when a batch left the queue
+        self._sealed = threading.Condition()  # notified on compression progress and writes
+        self.compressed = 0  # lines compressed so far, by any thread (emitters pace on it)
+        self.last_write = time.monotonic()  # when a write last ended (a hung disk: long ago)
         self._cctx: zstandard.ZstdCompressor | None = None  # the sealer thread's own
         self._writer_cctx: zstandard.ZstdCompressor | None = None  # the writer thread's own
         self.writer_thread: threading.Thread | None = None
@@ -123,10 +125,16 @@ class Sealer:
             with contextlib.suppress(OSError):  # the disk failing again: stats() has them
                 self._sink.record_loss(LOSS_ON_STALL, n, 0, first, last)
 
-    def wait_for_progress(self, timeout: float) -> None:
-        """Block until a batch leaves the queue (or ``timeout``)."""
+    def _progressed(self, lines: int) -> None:
         with self._sealed:
-            self._sealed.wait(timeout)
+            self.compressed += lines
+            self._sealed.notify_all()
+
+    def wait_for_progress(self, timeout: float) -> bool:
+        """Block until lines were compressed or a batch left the queue (True), or until
+        ``timeout`` (False)."""
+        with self._sealed:
+            return self._sealed.wait(timeout)
 
     def open_sink(self) -> None:
         """Open the sink, logging (rate-limited) when it cannot be; retried before each write."""
@@ -168,10 +176,11 @@ class Sealer:
         # Streamed in slices: one frame (checksum, content size) without a joined copy of
         # the whole batch, which would double its memory while it compresses.
         cobj = self._compressor().compressobj(size=sum(map(len, lines)) + len(lines))
-        parts = [
-            cobj.compress(b"\n".join([*lines[i : i + STREAM_LINES], b""]))  # newline-terminated
-            for i in range(0, len(lines), STREAM_LINES)
-        ]
+        parts = []
+        for i in range(0, len(lines), STREAM_LINES):
+            part = lines[i : i + STREAM_LINES]
+            parts.append(cobj.compress(b"\n".join([*part, b""])))  # newline-terminated
+            self._progressed(len(part))
         parts.append(cobj.flush())
         body = b"".join(parts)
         cut.body = body
@@ -203,6 +212,7 @@ class Sealer:
                 return False
             return True
         finally:
+            self.last_write = time.monotonic()
             with self._sealed:
                 self._sealed.notify_all()
 
