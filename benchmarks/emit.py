@@ -434,7 +434,7 @@ def report(results: dict[str, dict[str, dict[str, Any]]], info: dict[str, Any]) 
                 vs_zstd(b) <= 5.0,
             ),
             (f"burst of {b['n']:,} loses nothing", f"{lost(b)} lost", lost(b) == 0),
-            ("burst RSS growth <= 50 MB", _fmt(b["rss_growth_mb"], "MB"), b["rss_growth_mb"] <= 50),
+            ("burst RSS growth <= 40 MB", _fmt(b["rss_growth_mb"], "MB"), b["rss_growth_mb"] <= 40),
         ]
         return out
 
