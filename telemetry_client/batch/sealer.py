@@ -66,7 +66,7 @@ class Sealer:
         self.on_failure_after_close: Callable[[], object] | None = None
         self._sealed = threading.Condition()  # notified on compression progress and writes
         self.compressed = 0  # lines compressed so far, by any thread (emitters pace on it)
-        self.last_write = time.monotonic()  # when a write last ended (a hung disk: long ago)
+        self.last_write = time.monotonic()  # when a write last started or ended
         self._cctx: zstandard.ZstdCompressor | None = None  # the sealer thread's own
         self._writer_cctx: zstandard.ZstdCompressor | None = None  # the writer thread's own
         self.writer_thread: threading.Thread | None = None
@@ -204,6 +204,7 @@ class Sealer:
 
     def write_cut(self, cut: Cut) -> bool:
         """Write ``cut``; False when the disk refused it (kept for a retry)."""
+        self.last_write = time.monotonic()  # started: a burst after a quiet hour is not stuck
         try:
             try:
                 self.seal_cut(cut)  # False: over the cap alone, dropped and counted

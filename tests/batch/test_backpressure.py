@@ -123,3 +123,45 @@ def test_a_slow_disk_costs_time_and_nothing_else(
     wait_until(lambda: client.stats()["spooled"] == total, timeout=30, what="all spooled")
     assert _spooled_ids(client) == list(range(total))
     assert client.stats()["dropped"] == 0
+
+
+def test_a_slow_first_write_after_a_quiet_spell_drops_nothing(
+    make_client: Callable[..., TelemetryClient], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An hour without writes, then a burst whose first seal is slow: the buffer passes
+    twice its bound while that write is in progress, and nothing is dropped (a write in
+    progress for less than STUCK_S is a slow disk, not a stuck one)."""
+    bound, total = 100, 1000
+    client = make_client(buffer_max_events=bound, batch_max_events=20)
+    client.emit("warmup", {"i": -1})
+    assert client.flush_sync(timeout=30).ok
+    client._batcher._sealer.last_write -= 3600  # the quiet hour
+    gate = threading.Event()
+    original_seal = client.spool.seal
+
+    def first_seal_slow(body: bytes, n_events: int, **kwargs: Any) -> Any:
+        assert gate.wait(30), "test never released the gate"
+        return original_seal(body, n_events, **kwargs)
+
+    monkeypatch.setattr(client.spool, "seal", first_seal_slow)
+
+    def produce() -> None:
+        for i in range(total):
+            client.emit("burst", {"i": i})
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    try:
+        wait_until(
+            lambda: len(client._batcher.buffer) > OVERFLOW_FACTOR * bound + 5,
+            timeout=30,
+            what="the buffer past twice its bound while the first write is in progress",
+        )
+        assert client.stats()["dropped"] == 0
+    finally:
+        gate.set()
+    producer.join(60)
+    assert not producer.is_alive()
+    assert client.flush_sync(timeout=60).ok
+    assert client.stats()["dropped"] == 0
+    assert sorted(i for i in _spooled_ids(client) if i >= 0) == list(range(total))
