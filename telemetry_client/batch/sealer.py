@@ -99,7 +99,7 @@ class Sealer:
         return False
 
     def write_one(self) -> None:
-        """Write the oldest queued batch (any thread: a hand-off pays the hard memory bound)."""
+        """Write the oldest queued batch (the sealer thread, or flush() when no thread runs)."""
         try:
             cut = self.queue.popleft()
         except IndexError:
