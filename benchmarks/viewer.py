@@ -31,7 +31,9 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent / "tests"))  # _browser: Chromium as the tests run it
 
+from _browser import LAUNCH  # noqa: E402
 from _collector_data import EPOCH_US, Filler, ts_text  # noqa: E402
 from _machine import machine_info  # noqa: E402
 from workload import make_events  # noqa: E402
@@ -43,16 +45,6 @@ from telemetry_client.collector.store.open import open_store  # noqa: E402
 
 SEED = 20261201
 TOKEN = TokenSpec("bench-viewer-admin-token", "bench", frozenset({"admin"}))
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BIG_SESSION = "bench-big-session"
 TARGET_MS = 1000.0
 
@@ -132,7 +124,7 @@ def browser_ms(url: str, paths: list[str], reps: int) -> dict[str, dict[str, flo
 
     out: dict[str, dict[str, float]] = {}
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        browser = pw.chromium.launch(**LAUNCH)
         context = browser.new_context(
             extra_http_headers={"Authorization": f"Bearer {TOKEN.token}"},
             viewport={"width": 1280, "height": 800},

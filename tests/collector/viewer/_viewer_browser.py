@@ -1,46 +1,19 @@
-"""Browser plumbing for the viewer's tests: Debian's Chromium under Playwright, a guard
-that records every request leaving 127.0.0.1, and sign-in through the login form.
+"""Browser plumbing for the viewer's tests: a guard that records every request leaving
+127.0.0.1, and sign-in through the login form.
 
-Chromium runs headless with no sandbox (containers), no GPU, no QUIC and none of its
-background traffic (updates, sync), so the only requests are the ones the page makes.
+How Chromium is started: tests/_browser.py.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
+__all__ = ["Guard", "screenshot", "sign_in"]
 
-__all__ = ["CHROMIUM", "Guard", "launch", "screenshot", "sign_in"]
-
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 IMAGES = Path(__file__).resolve().parents[3] / "docs" / "images"
-
-
-def launch() -> Iterator[Any]:
-    """A headless Chromium for a test module (skips when Chromium or Playwright is missing)."""
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} not found: apt-get install -y chromium")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
 
 
 class Guard:

@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _viewer_browser import Guard, launch, screenshot, sign_in
+from _browser import launch
+from _viewer_browser import Guard, screenshot, sign_in
 from _viewer_seed import BIG, Poster, envelope, hostile, story
 from playwright.sync_api import expect
 
@@ -50,7 +51,7 @@ def seeded(poster: Poster) -> dict[str, list[dict[str, Any]]]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    yield from launch()
+    yield from launch(required=False)
 
 
 @pytest.fixture(scope="module")
