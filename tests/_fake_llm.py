@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -36,6 +35,8 @@ from typing import Any
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from telemetry_client._internal.serving import Server, bind
 
 CHAT_ID = "chatcmpl-fake-0001"
 MESSAGE_ID = "msg_fake_0001"
@@ -260,30 +261,15 @@ class FakeLLM:
         return f"{self.origin}/v1"
 
 
-class _Server(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, started: threading.Event) -> None:
-        super().__init__(config)
-        self._started = started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self._started.set()
-
-
 @contextlib.contextmanager
 def serve_asgi(app: Any, name: str = "asgi", *, lifespan: str = "off") -> Iterator[int]:
     """Serve the ASGI ``app`` with uvicorn on a free 127.0.0.1 port (yielded) in a thread
     until the block ends.
 
-    The socket is made with ``IPPROTO_TCP`` so asyncio sets TCP_NODELAY on accepted
-    connections (with ``proto=0`` it does not, and each keep-alive response waits ~40 ms
-    for a delayed ACK).
+    The socket and server are the collector's and the proxy's (``_internal.serving``:
+    TCP_NODELAY on accepted connections, no ~40 ms delayed-ACK wait per response).
     """
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(128)
+    sock = bind("127.0.0.1", 0)
     config = uvicorn.Config(
         app,
         log_config=None,
@@ -295,7 +281,7 @@ def serve_asgi(app: Any, name: str = "asgi", *, lifespan: str = "off") -> Iterat
         timeout_graceful_shutdown=5,
     )
     started = threading.Event()
-    server = _Server(config, started)
+    server = Server(config, started.set)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()
     try:

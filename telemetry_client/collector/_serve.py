@@ -15,17 +15,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import signal
-import socket
 import sys
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
 
+from telemetry_client._internal.serving import Server, bind
 from telemetry_client.collector._cli import (
     DATABASE_URL_ENV,
     DISABLE_ENV,
@@ -59,58 +57,6 @@ _STOP_TIMEOUT_S = 30.0
 
 def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-
-
-def _bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (``port`` 0: the kernel picks a free one)."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
-
-
-class _Server(uvicorn.Server):
-    """uvicorn with a startup callback and our own signal handling.
-
-    uvicorn re-raises a captured SIGTERM after a graceful stop, which would end the CLI
-    with status -15; here a signal only asks for the graceful stop.
-    """
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self._on_started()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        previous = {
-            sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _on_signal(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit:  # a second signal: stop waiting for open connections
-            self.force_exit = True
-        self.should_exit = True
 
 
 def _uvicorn_config(app: FastAPI, host: str, port: int, *, access_log: bool) -> uvicorn.Config:
@@ -180,7 +126,7 @@ def running_collector(
     opened (a ``store`` passed in stays the caller's). Raises ``RuntimeError`` if the
     server does not come up.
     """
-    sock = _bind(host, port)
+    sock = bind(host, port)
     try:
         app = create_app(config, store)
     except BaseException:
@@ -195,7 +141,7 @@ def running_collector(
             phase[name] = True
             status.notify_all()
 
-    server = _Server(
+    server = Server(
         _uvicorn_config(app, host, sock.getsockname()[1], access_log=access_log),
         on_started=lambda: mark("started"),
     )
@@ -249,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.allow_no_auth and not config.tokens:
         _log.warning("--no-auth: anyone who can reach %s can read and write", args.host)
     try:
-        sock = _bind(args.host, args.port)
+        sock = bind(args.host, args.port)
     except OSError as exc:
         print(
             f"telemetry-collector: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
@@ -267,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def ready() -> None:
         print(f"telemetry-collector listening on {_url(host, port)}", flush=True)
 
-    server = _Server(_uvicorn_config(app, host, port, access_log=not args.no_access_log), ready)
+    server = Server(_uvicorn_config(app, host, port, access_log=not args.no_access_log), ready)
     try:
         server.run(sockets=[sock])
     finally:

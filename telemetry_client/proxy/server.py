@@ -19,69 +19,21 @@ step 3; the server here handles the signals itself and does not.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
-import signal
-import socket
 import sys
-import threading
-from collections.abc import Callable, Iterator
-from types import FrameType
+from collections.abc import Callable
 from typing import TextIO
 
 import uvicorn
 
 from telemetry_client._internal.log import logger
+from telemetry_client._internal.serving import Server, bind
 from telemetry_client.client import TelemetryClient
 from telemetry_client.proxy.app import ProxyApp
 from telemetry_client.proxy.config import ProxyConfig
 from telemetry_client.settings import TelemetrySettings
 
-__all__ = ["bind", "serve", "startup_lines"]
-
-
-class _Server(uvicorn.Server):
-    """uvicorn's server, with signals that stop it without being re-raised afterwards."""
-
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
-        super().__init__(config)
-        self._on_started = on_started
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self._on_started()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        stop_signals = (signal.SIGINT, signal.SIGTERM)
-        previous = {sig: signal.signal(sig, self._stop) for sig in stop_signals}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-
-    def _stop(self, sig: int, frame: FrameType | None) -> None:
-        if self.should_exit and sig == signal.SIGINT:
-            self.force_exit = True  # a second Ctrl-C: stop waiting for in-flight requests
-        self.should_exit = True
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on ``host:port`` (IPv6 when ``host`` is an IPv6 address)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets whose proto says TCP, and
-    # without it every response written in two parts waits ~40 ms for a delayed ACK.
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
+__all__ = ["serve", "startup_lines"]
 
 
 def startup_lines(config: ProxyConfig, port: int, settings: TelemetrySettings) -> list[str]:
@@ -123,7 +75,7 @@ def serve(
         if on_started is not None:
             on_started(port)
 
-    server = _Server(
+    server = Server(
         uvicorn.Config(
             app,
             lifespan="on",
