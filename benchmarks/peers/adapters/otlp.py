@@ -9,49 +9,26 @@ records on ``/v1/logs``, ``data`` as the body), gzip. Compared with the ``otel``
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import time
-from pathlib import Path
 from typing import Any
 
-from telemetry_client import TelemetryClient, TelemetrySettings, __version__
+from telemetry_client import TelemetrySettings
 
-READY_TIMEOUT_S = 10.0
+from .telemetry_client import TelemetryClientAdapter
 
 
-class OtlpAdapter:
+class OtlpAdapter(TelemetryClientAdapter):
     name = "otlp"
-    version = __version__
+    prefix = "tc-peers-otlp-"
 
-    def __init__(self, endpoint_base: str) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="tc-peers-otlp-"))
-        settings = TelemetrySettings(
-            spool_dir=self.root / "spool", otlp_endpoint=endpoint_base.rstrip("/")
-        )
-        self.client = TelemetryClient(settings)
-        if not self.client.enabled:
-            raise SystemExit("telemetry is disabled (TELEMETRY_ENABLED / DO_NOT_TRACK): unset it")
-        s = settings
-        self.notes = (
+    def destination(self, endpoint_base: str) -> dict[str, Any]:
+        return {"otlp_endpoint": endpoint_base.rstrip("/")}
+
+    def describe(self, s: TelemetrySettings) -> str:
+        return (
             f"defaults, OTLP only: spool in a temp dir (fsync={s.fsync}), batches of"
             f" {s.batch_max_events} events, mapped to OTLP spans/log records, protobuf + gzip"
             " to /v1/traces and /v1/logs (never drops)"
         )
-        self.client.start()
-        ready = self.root / "spool" / "batches"
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while not ready.is_dir() and time.monotonic() < deadline:
-            time.sleep(0.01)  # the writer thread opens the spool
-
-    def emit(self, event_type: str, data: dict[str, Any]) -> None:
-        self.client.emit(event_type, data)
-
-    def finish(self, timeout: float) -> None:
-        try:
-            self.client.close(timeout)
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def make(endpoint_base: str, mode: str, marker_field: str) -> OtlpAdapter:
