@@ -30,10 +30,11 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from _listener import ThreadedListener
 
 __all__ = ["EVENTS_PATH", "Exchange", "FailoverRouter", "HttpFaultProxy", "Request", "Router"]
 
@@ -116,25 +117,18 @@ class _Answer:
     head_end: int = field(default=0)
 
 
-class HttpFaultProxy:
+class HttpFaultProxy(ThreadedListener):
     """Listens on 127.0.0.1 (``url``, ``events_url``); ``close()`` (or ``with``) stops it."""
 
     def __init__(self, upstreams: Sequence[str], router: Router | None = None) -> None:
+        super().__init__()
         self.upstreams = [_host_port(u) for u in upstreams]
         self.router: Router = router or FailoverRouter()
         self.down: set[int] = set()
         self.refused = 0  # connections an upstream refused (then marked down)
         self._exchanges: list[Exchange] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._sockets: set[socket.socket] = set()
-        self._threads: list[threading.Thread] = []
-        self._listener = socket.create_server(("127.0.0.1", 0), backlog=128)
-        self._listener.settimeout(0.1)
-        self.port: int = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
         self.events_url = self.url + EVENTS_PATH
-        self._spawn(self._accept_loop)
+        self._start()
 
     # -- what happened --------------------------------------------------------------------
 
@@ -146,55 +140,10 @@ class HttpFaultProxy:
     def count(self, outcome: str) -> int:
         return sum(1 for e in self.exchanges() if e.outcome == outcome)
 
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._stop.set()
-        with self._lock:
-            socks = list(self._sockets)
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-        for t in list(self._threads):
-            t.join(5)
-        self._listener.close()
-
-    def __enter__(self) -> HttpFaultProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- internals ------------------------------------------------------------------------
 
-    def _spawn(self, target: Callable[..., None], *args: object) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True)
-        with self._lock:
-            self._threads = [x for x in self._threads if x.is_alive()]
-            self._threads.append(t)
-        t.start()
-
-    @contextlib.contextmanager
-    def _tracked(self, s: socket.socket) -> Iterator[socket.socket]:
-        with self._lock:
-            self._sockets.add(s)
-        try:
-            yield s
-        finally:
-            with self._lock:
-                self._sockets.discard(s)
-            with contextlib.suppress(OSError):
-                s.close()
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._spawn(self._serve, conn)
+    def _on_accept(self, conn: socket.socket) -> None:
+        self._spawn(self._serve, conn)
 
     def _serve(self, conn: socket.socket) -> None:
         with self._tracked(conn):

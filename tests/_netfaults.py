@@ -19,100 +19,54 @@ import struct
 import threading
 import time
 
+from _listener import ThreadedListener
+
 __all__ = ["FaultProxy"]
 
 
-class FaultProxy:
+class FaultProxy(ThreadedListener):
     def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        super().__init__()
         self.upstream = (upstream_host, upstream_port)
         self.mode = "pass"
         self.hold_s: float | None = None
         self.hold_count = 0
         self.connections = 0
         self.request_seen = threading.Event()  # some request bytes reached the proxy
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._listener.bind(("127.0.0.1", 0))
-        self._listener.listen(64)
-        self._listener.settimeout(0.1)
-        self.port = self._listener.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._spawn(self._accept_loop)
+        self._start()
 
     def events_url(self) -> str:
         return f"{self.url}/api/v1/events"
 
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def close(self) -> None:
-        self._stop.set()
-        with self._lock:
-            socks = list(self._sockets)
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            with contextlib.suppress(OSError):
-                s.close()
-        for t in list(self._threads):
-            t.join(5)
-        self._listener.close()
-
-    def __enter__(self) -> FaultProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # -- internals ------------------------------------------------------------------------
 
-    def _spawn(self, target: object, *args: object) -> None:
-        t = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
-        self._threads.append(t)
-        t.start()
-
-    def _track(self, s: socket.socket) -> socket.socket:
+    def _on_accept(self, client: socket.socket) -> None:
         with self._lock:
-            self._sockets.append(s)
-        return s
-
-    def _accept_loop(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            with self._lock:
-                self.connections += 1
-                mode = self.mode
-                hold = False
-                if mode == "hold":
-                    if self.hold_count > 0:
-                        self.hold_count -= 1
-                        hold = True
-                    if self.hold_count <= 0:
-                        self.mode = "pass"
-            self._track(client)
-            if mode == "reset":
-                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                client.close()
-                continue
-            if mode == "blackhole":
-                self._spawn(self._drain, client)
-                continue
-            try:
-                upstream = self._track(socket.create_connection(self.upstream, timeout=5))
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            self._spawn(self._pump, client, upstream, 0.0, True)
-            self._spawn(self._pump, upstream, client, self.hold_s if hold else 0.0, False)
+            self.connections += 1
+            mode = self.mode
+            hold = False
+            if mode == "hold":
+                if self.hold_count > 0:
+                    self.hold_count -= 1
+                    hold = True
+                if self.hold_count <= 0:
+                    self.mode = "pass"
+        self._track(client)
+        if mode == "reset":
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            client.close()
+            return
+        if mode == "blackhole":
+            self._spawn(self._drain, client)
+            return
+        try:
+            upstream = self._track(socket.create_connection(self.upstream, timeout=5))
+        except OSError:
+            client.close()
+            return
+        upstream.settimeout(None)
+        self._spawn(self._pump, client, upstream, 0.0, True)
+        self._spawn(self._pump, upstream, client, self.hold_s if hold else 0.0, False)
 
     def _drain(self, conn: socket.socket) -> None:
         with contextlib.suppress(OSError):
