@@ -1,7 +1,9 @@
-"""Shared test helpers: clean environments (in-process and for children), a condition waiter."""
+"""Shared test helpers: clean environments (in-process and for children), a condition waiter,
+the spooled events of one type."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -10,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from telemetry_client import TelemetrySettings
+from telemetry_client import TelemetryClient, TelemetrySettings
 
 T = TypeVar("T")
 
@@ -181,3 +183,15 @@ def collector(collector_factory: Any) -> CollectorHandle:
     """A running reference collector with the default config and ``COLLECTOR_TOKEN``."""
     handle: CollectorHandle = collector_factory()
     return handle
+
+
+def spooled_of_type(client: TelemetryClient, event_type: str) -> list[dict[str, Any]]:
+    """Every spooled envelope of ``event_type``, in emit order (after a flush to disk)."""
+    assert client.flush_sync(timeout=10).ok
+    found = []
+    for _name, raw in client.spool.iter_batches_newest_first():
+        for line in raw.splitlines():
+            event = json.loads(line)
+            if event["type"] == event_type:
+                found.append(event)
+    return sorted(found, key=lambda e: e["seq"])

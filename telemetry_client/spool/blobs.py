@@ -16,11 +16,9 @@ the hash and, for text, a ``head``/``tail`` excerpt instead.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import zstandard
@@ -33,7 +31,6 @@ __all__ = [
     "BlobName",
     "BlobRef",
     "attachment_refs",
-    "blob_bytes_in",
     "decompress_frame",
     "is_sha256",
 ]
@@ -50,6 +47,7 @@ _SHA_RE = re.compile(r"[0-9a-f]{64}")
 class BlobName:
     """What a blob file name says: ``<sha256>.<raw size>.<stored size>.zst``."""
 
+    PATTERN: ClassVar[re.Pattern[str]] = _BLOB_RE  # group 3: the stored size
     sha256: str
     raw_size: int
     stored_size: int
@@ -64,16 +62,6 @@ class BlobName:
     @property
     def filename(self) -> str:
         return f"{self.sha256}.{self.raw_size}.{self.stored_size}.zst"
-
-
-def blob_bytes_in(folder: Path) -> int:
-    """The stored bytes of the blob files in ``folder``, from their names alone."""
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return 0
-    match = _BLOB_RE.fullmatch
-    return sum(int(m.group(3)) for n in names if (m := match(n)) is not None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,8 +13,14 @@ import contextlib
 import os
 from pathlib import Path
 
-from telemetry_client.spool.blobs import BlobName, blob_bytes_in
-from telemetry_client.spool.layout import BatchName, SpoolDir, batch_bytes_in, remove_unclaimed
+from telemetry_client.spool.blobs import BlobName
+from telemetry_client.spool.layout import (
+    BatchName,
+    SpoolDir,
+    batch_bytes_in,
+    blob_bytes_in,
+    remove_unclaimed,
+)
 from telemetry_client.spool.ledger import DropCounts, load_counts, save_counts
 
 __all__ = ["Cap"]

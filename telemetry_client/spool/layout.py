@@ -23,7 +23,7 @@ from telemetry_client._internal import fs as _fs
 from telemetry_client._internal import ids as _ids
 from telemetry_client.spool.blobs import BlobName
 
-__all__ = ["BatchName", "SpoolDir", "batch_bytes_in", "day_of"]
+__all__ = ["BatchName", "SpoolDir", "batch_bytes_in", "blob_bytes_in", "bytes_in", "day_of"]
 
 _BATCH_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.(\d+)\.jsonl\.zst$")
 TMP_RE = re.compile(r"^([0-9a-f]{32})\.(\d+)\.tmp$")  # a batch being written
@@ -146,15 +146,26 @@ class SpoolDir:
                 _fs.fsync_dir(dst.parent)
 
 
-def batch_bytes_in(folder: Path) -> int:
-    """The bytes of the batch files in ``folder``, from their names alone (the cap's fast
-    path: no ``Path`` or :class:`BatchName` per file)."""
+def bytes_in(folder: Path, name: re.Pattern[str]) -> int:
+    """The bytes the files of ``folder`` whose whole names match ``name`` say they hold
+    (its group 3), from the names alone: the cap's fast path, no ``Path`` or parsed name
+    object per file."""
     try:
         names = os.listdir(folder)
     except FileNotFoundError:
         return 0
-    match = _BATCH_RE.match
+    match = name.fullmatch
     return sum(int(m.group(3)) for n in names if (m := match(n)) is not None)
+
+
+def batch_bytes_in(folder: Path) -> int:
+    """The bytes of the batch files in ``folder``."""
+    return bytes_in(folder, _BATCH_RE)
+
+
+def blob_bytes_in(folder: Path) -> int:
+    """The stored bytes of the blob files in ``folder``."""
+    return bytes_in(folder, BlobName.PATTERN)
 
 
 def list_parsed(folder: Path, parse: Callable[[str], _N | None]) -> list[tuple[Path, _N]]:

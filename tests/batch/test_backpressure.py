@@ -21,22 +21,18 @@ from telemetry_client.batch.batcher import HANDOFF_WAIT_S, OVERFLOW_FACTOR, STUC
 
 
 @pytest.fixture
-def make_client(tmp_path: Path) -> Iterator[Callable[..., TelemetryClient]]:
+def make_client(
+    tmp_path: Path, settings_factory: Callable[..., TelemetrySettings]
+) -> Iterator[Callable[..., TelemetryClient]]:
+    """``make(**settings)``: a client on its own spool (no endpoint), closed afterwards."""
     made: list[TelemetryClient] = []
 
     def make(**overrides: Any) -> TelemetryClient:
-        values: dict[str, Any] = {
-            "spool_dir": tmp_path / f"spool{len(made)}",
-            "endpoint": None,
-            "enabled": True,
-            "do_not_track": False,
-            "redact": False,
-            "fsync": "off",
-            "app": "tests",
-        }
-        values.update(overrides)
-        client = TelemetryClient(TelemetrySettings(**values))
-        made.append(client)
+        settings = settings_factory(
+            **{"endpoint": None, "redact": False, "fsync": "off", **overrides},
+            spool_dir=tmp_path / f"spool{len(made)}",
+        )
+        made.append(client := TelemetryClient(settings))
         return client
 
     yield make

@@ -39,6 +39,7 @@ from _fake_llm import (
     serve_app,
     serve_fake_llm,
 )
+from conftest import spooled_of_type
 
 from telemetry_client import TelemetryClient, TelemetrySettings, session_context
 from telemetry_client import llm as _llm
@@ -99,14 +100,7 @@ def telemetry(settings_factory: Callable[..., TelemetrySettings]) -> Iterator[Te
 
 def llm_calls(client: TelemetryClient) -> list[dict[str, Any]]:
     """Every spooled ``llm_call`` envelope, in emit order (after a flush to disk)."""
-    assert client.flush_sync(timeout=10).ok
-    found = []
-    for _name, raw in client.spool.iter_batches_newest_first():
-        for line in raw.splitlines():
-            event = json.loads(line)
-            if event["type"] == "llm_call":
-                found.append(event)
-    return sorted(found, key=lambda e: e["seq"])
+    return spooled_of_type(client, "llm_call")
 
 
 def only_call(client: TelemetryClient) -> dict[str, Any]:

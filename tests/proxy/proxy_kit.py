@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from _fake_llm import serve_asgi as _serve_asgi
+from conftest import spooled_of_type, wait_until
 
 from telemetry_client import TelemetryClient
 from telemetry_client.proxy import ProxyApp, ProxyConfig
+
+__all__ = ["RunningProxy", "llm_calls", "serve_asgi", "serve_proxy", "wait_until"]
 
 
 @dataclass
@@ -47,26 +48,4 @@ def serve_proxy(config: ProxyConfig, telemetry: TelemetryClient | None) -> Itera
 
 def llm_calls(client: TelemetryClient) -> list[dict[str, Any]]:
     """Every spooled ``llm_call`` payload, in emit order (after a flush to disk)."""
-    assert client.flush_sync(timeout=10).ok
-    found = []
-    for _name, raw in client.spool.iter_batches_newest_first():
-        for line in raw.splitlines():
-            event = json.loads(line)
-            if event["type"] == "llm_call":
-                found.append(event)
-    return [e["data"] for e in sorted(found, key=lambda e: e["seq"])]
-
-
-T = TypeVar("T")
-
-
-def wait_until(predicate: Callable[[], T], timeout: float = 10.0, what: str = "") -> T:
-    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {what or predicate!r}")
-        time.sleep(0.005)
+    return [e["data"] for e in spooled_of_type(client, "llm_call")]
