@@ -1,43 +1,20 @@
 """Helpers of the changes-panel tests (fixtures: ``_changes_fixtures``): the served panel's
-handle, spooled events, a child environment, a condition waiter, the test app."""
+handle, spooled events, the test app. Child environments and waiting: ``conftest``."""
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import orjson
+from conftest import spooled_of_type
 from fastapi import FastAPI
 
 from telemetry_client import TelemetryClient
 from telemetry_client.integrations.fastapi import TelemetryMiddleware, changes_router
 
 PREFIX = "/api/changes"
-T = TypeVar("T")
-
-
-def child_env(spool_dir: Path, **variables: str) -> dict[str, str]:
-    """Environment for a child: ours minus telemetry settings, plus these."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TELEMETRY_")}
-    env.pop("DO_NOT_TRACK", None)
-    env["TELEMETRY_SPOOL_DIR"] = str(spool_dir)
-    env.update(variables)
-    return env
-
-
-def wait_until(predicate: Callable[[], T], timeout: float, *, interval: float, what: str) -> T:
-    """Poll ``predicate`` until truthy (returned); fail after ``timeout`` s (a hang bound)."""
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()):
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout} s: {what}")
-        time.sleep(interval)
-    return result
 
 
 @dataclass
@@ -62,14 +39,7 @@ class Panel:
 
 def events_of(client: TelemetryClient, type_: str) -> list[dict[str, Any]]:
     """The spooled events of ``type_`` (after putting what is in memory on disk), oldest first."""
-    assert client.flush_sync(timeout=10).ok
-    found = []
-    for _name, raw in client.spool.iter_batches_newest_first():
-        for line in raw.splitlines():
-            event = orjson.loads(line)
-            if event["type"] == type_:
-                found.append(event)
-    return sorted(found, key=lambda e: (e["ts"], e["seq"]))
+    return spooled_of_type(client, type_)
 
 
 def panel_app(client: TelemetryClient, root: Path) -> FastAPI:

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from _changes_support import child_env, wait_until
+from conftest import child_env, wait_until
 
 from telemetry_client.spool import Spool
 
