@@ -183,6 +183,7 @@ class Writer:
             if type(rec) is FlushMarker:
                 self.cut_locked()
                 self._inflight.attach_marker(rec)
+                lines = self.lines  # the cut owns the old list: later records go to a new one
                 continue
             line = encode(rec)  # type: ignore[arg-type]
             if line is None:  # needs attachment work: the writer's job

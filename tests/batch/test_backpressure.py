@@ -114,7 +114,8 @@ def test_a_slow_disk_costs_time_and_nothing_else(
         client.emit("burst", {"i": i})
         max_seen = max(max_seen, len(client._batcher.buffer))
     assert threading.get_ident() not in entered
-    assert max_seen < OVERFLOW_FACTOR * bound
+    # At twice the bound every call waits: past it the buffer grows one record per wait.
+    assert max_seen <= OVERFLOW_FACTOR * bound + int(STUCK_S / HANDOFF_WAIT_S) + 1
     assert client.flush_sync(timeout=60).ok
     wait_until(lambda: client.stats()["spooled"] == total, timeout=30, what="all spooled")
     assert _spooled_ids(client) == list(range(total))

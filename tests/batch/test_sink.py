@@ -16,6 +16,7 @@ import zstandard
 
 from telemetry_client._internal.log import RateLimitedLogger
 from telemetry_client.batch import Batcher, BatchSink
+from telemetry_client.batch.state import FlushMarker
 from telemetry_client.encode import Encoder, Redactor
 from telemetry_client.spool import BatchName, SealResult, Spool
 
@@ -124,3 +125,24 @@ def test_spool_offers_every_batch_sink_member(tmp_path: Path) -> None:
     assert members == {"root", "max_bytes", "open", "seal", "record_loss", "forget_inherited_fds"}
     spool = Spool(tmp_path / "spool", max_bytes=1 << 20)
     assert all(hasattr(spool, name) for name in members)
+
+
+def test_records_after_a_flush_marker_in_the_same_chunk_go_to_the_next_batch() -> None:
+    """A flush marker met mid-chunk cuts the batch; the records after it in the same chunk
+    start a new batch (they once went into the list the cut already owned: a batch whose
+    name said 2 events held 4 lines, unreadable, and its events lost)."""
+    sink = RecordingSink()
+    batcher = _batcher(sink)
+    batcher.put(_record(0))  # type: ignore[arg-type]
+    batcher.put(_record(1))  # type: ignore[arg-type]
+    marker = FlushMarker()
+    batcher.buffer.append(marker)  # as flush() does, while emits go on
+    batcher.put(_record(2))  # type: ignore[arg-type]
+    batcher.put(_record(3))  # type: ignore[arg-type]
+    assert batcher.flush(timeout=30)  # no thread: one chunk takes all four and the marker
+    assert marker.done.is_set()
+    assert [n for _, n in sink.bodies] == [2, 2]
+    for body, n in sink.bodies:
+        assert zstandard.ZstdDecompressor().decompress(body).count(b"\n") == n
+    lines = b"".join(zstandard.ZstdDecompressor().decompress(b) for b, _ in sink.bodies)
+    assert [orjson.loads(line)["data"]["i"] for line in lines.splitlines()] == [0, 1, 2, 3]

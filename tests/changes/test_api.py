@@ -64,7 +64,8 @@ def test_accept_records_once_and_emits_change_decision_with_the_user(panel: Pane
     assert again.json()["changed"] is False
     assert panel.recent()[0]["decision"] == "accept"
     decisions = events_of(panel.client, "change_decision")
-    assert [(e["data"]["op_id"], e["data"]["decision"]) for e in decisions] == [(op, "accept")]
+    pairs = [(e["data"]["op_id"], e["data"]["decision"]) for e in decisions]
+    assert pairs == [(op, "accept")], panel.client.stats()
     assert decisions[0]["user_id"] == "alice"
     assert panel.decide("no-such-op", "accept").status_code == 404
     reject = panel.decide(op, "reject")
